@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How close does the measurement harness get to the physical roof? qk/pv of Llama 33B, every mode.
 
-Runs the workflow's own micro-benchmark (:func:`medusa_roofline.microbench.run_microbench`: every op
+Runs the workflow's own micro-benchmark (:func:`medusa_roofline.measure.microbench.run_microbench`: every op
 timed on its own, L2 flushed before every repetition, CUDA events) over the paper's grid — ar and
 Medusa with 16 … 112 candidates, batch 1 … 16, kv_len 128 … 8192, Llama-33B attention shapes — for
 the eager path (qk, softmax, pv) and the fused backends (one ``attn`` op each), and prints per point:
@@ -9,7 +9,7 @@ the eager path (qk, softmax, pv) and the fused backends (one ``attn`` op each), 
 * bytes the op must move (the cost model at the shapes run; eager unfused, ``attn`` fused),
 * median time, achieved B/s, % of the datasheet roof (``config/hardware.yaml`` entry matched to the
   device name; roofline fraction at the op's OI) and % of the *measured copy* bandwidth
-  (:mod:`medusa_roofline.ceilings`, ``dst.copy_(src)``: read + write),
+  (:mod:`medusa_roofline.measure.ceilings`, ``dst.copy_(src)``: read + write),
 * spread p90/p10 of the repetitions,
 * ``launch_bound``: time flat while bytes grow (another point of the same backend, op and mode moves
   >= 2x the bytes in <= 1.25x the time), or a time within 2x of the tiny-kernel floor.
@@ -103,7 +103,7 @@ def _names(text):
 
 def device_label(dev, device_name: str, table) -> str:
     """``cpu``; for a GPU the hardware-table key matching its name, else a slug of the name."""
-    from medusa_roofline.hardware import match_device
+    from medusa_roofline.analytic.hardware import match_device
 
     if dev.type != "cuda":
         return "cpu"
@@ -120,7 +120,7 @@ def measure_overhead(dev, reps: int, warmup: int) -> list[dict]:
     """The harness's own floor: empty region, one-element kernel (and its CUDA-graph replay), flush on/off."""
     import torch
 
-    from medusa_roofline.timing import empty_region, time_callable
+    from medusa_roofline.measure.timing import empty_region, time_callable
 
     rows = []
     for flush in (True, False):
@@ -279,14 +279,14 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from medusa_roofline.ceilings import detect_hardware, load_ceilings, measure_ceilings
-    from medusa_roofline.hardware import load_table
-    from medusa_roofline.metrics import compute_metrics
-    from medusa_roofline.microbench import run_microbench
-    from medusa_roofline.models import model_dims, model_name
-    from medusa_roofline.provenance import provenance
-    from medusa_roofline.sweep import dtype_name, resolve_device, resolve_dtype
-    from medusa_roofline.tables import write_csv, write_json
+    from medusa_roofline.analytic.hardware import detect_hardware, load_ceilings, load_table
+    from medusa_roofline.core.devices import dtype_name, resolve_device, resolve_dtype
+    from medusa_roofline.core.io import write_csv, write_json
+    from medusa_roofline.core.provenance import provenance
+    from medusa_roofline.measure.ceilings import measure_ceilings
+    from medusa_roofline.measure.microbench import run_microbench
+    from medusa_roofline.models.source import model_dims, model_name
+    from medusa_roofline.results.metrics import compute_metrics
 
     t0 = time.monotonic()
     device = args.device

@@ -7,8 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
-from .tables import MeasurementError
+from .core.errors import ConfigError, MeasurementError
 
 log = logging.getLogger("medusa_roofline")
 

@@ -1,10 +1,10 @@
 """Snakemake entry: analytic roofline table for one (model, hardware)."""
 
-from medusa_roofline.analytic import analytic_table
+from medusa_roofline.analytic.hardware import parse_entry
+from medusa_roofline.analytic.table import analytic_table
+from medusa_roofline.core.io import write_csv
 from medusa_roofline.entry import logged
-from medusa_roofline.hardware import parse_entry
-from medusa_roofline.models import model_dims
-from medusa_roofline.tables import write_csv
+from medusa_roofline.models.source import model_dims
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821

@@ -1,7 +1,7 @@
 """Snakemake entry: pack one run into results/archive/<run_name>.tar.gz (medusa_roofline.archive)."""
 
-from medusa_roofline.archive import pack_run
 from medusa_roofline.entry import logged
+from medusa_roofline.repro.archive import pack_run
 
 with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)
     inp = snakemake.input  # noqa: F821

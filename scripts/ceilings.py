@@ -1,8 +1,8 @@
 """Snakemake entry: measured memory bandwidth and matmul peak of the local device -> JSON."""
 
-from medusa_roofline.ceilings import MIB, measure_ceilings
+from medusa_roofline.core.io import write_json
 from medusa_roofline.entry import logged
-from medusa_roofline.tables import write_json
+from medusa_roofline.measure.ceilings import MIB, measure_ceilings
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821

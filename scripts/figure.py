@@ -3,8 +3,8 @@
 Read inputs/params -> medusa_roofline.render -> figure files, points CSV and recipe JSON.
 """
 
-from medusa_roofline import render
 from medusa_roofline.entry import logged
+from medusa_roofline.results import render
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     params = render.plain(snakemake.params)  # noqa: F821

@@ -1,8 +1,8 @@
 """Snakemake entry: load (or build) a model and record what was loaded in spec.json."""
 
+from medusa_roofline.core.io import write_json
 from medusa_roofline.entry import logged
-from medusa_roofline.models import model_spec
-from medusa_roofline.tables import write_json
+from medusa_roofline.models.load import model_spec
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821

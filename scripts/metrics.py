@@ -1,12 +1,11 @@
 """Snakemake entry: measured rows x cost model at the shapes run x measured/datasheet roofs."""
 
-from medusa_roofline.ceilings import detect_hardware, load_ceilings
+from medusa_roofline.analytic.hardware import detect_hardware, load_ceilings, load_table
+from medusa_roofline.core.io import write_csv
+from medusa_roofline.decoding.tree import load_acceptance_table
 from medusa_roofline.entry import logged
-from medusa_roofline.hardware import load_table
-from medusa_roofline.metrics import compute_metrics, load_measured
-from medusa_roofline.models import model_dims
-from medusa_roofline.tables import write_csv
-from medusa_roofline.tree import load_acceptance_table
+from medusa_roofline.models.source import model_dims
+from medusa_roofline.results.metrics import compute_metrics, load_measured
 
 with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821

@@ -4,10 +4,10 @@ Points are checkpointed under results/.checkpoints/… as they are measured, so 
 from them when rerun; the checkpoint is removed once the table is written.
 """
 
-from medusa_roofline import checkpoint
 from medusa_roofline.entry import logged
-from medusa_roofline.microbench import run_microbench
-from medusa_roofline.tables import write_measured_csv
+from medusa_roofline.measure import checkpoint
+from medusa_roofline.measure.microbench import run_microbench
+from medusa_roofline.measure.table import write_measured_csv
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821

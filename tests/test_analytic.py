@@ -3,10 +3,11 @@
 import pandas as pd
 import pytest
 
-from medusa_roofline.analytic import COLUMNS, analytic_table
-from medusa_roofline.costmodel import ALL_OPS
-from medusa_roofline.hardware import load_table
-from medusa_roofline.models import REPO_ROOT, model_dims
+from medusa_roofline.analytic.costmodel import ALL_OPS
+from medusa_roofline.analytic.hardware import load_table
+from medusa_roofline.analytic.table import COLUMNS, analytic_table
+from medusa_roofline.core.paths import REPO_ROOT
+from medusa_roofline.models.source import model_dims
 
 HW = load_table(REPO_ROOT / "config" / "hardware.yaml")
 PAPER_KV = [128, 256, 512, 1024, 2048, 4096, 8192]

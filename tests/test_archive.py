@@ -16,14 +16,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medusa_roofline import archive, render
-from medusa_roofline.__main__ import main
-from medusa_roofline.analytic import analytic_table
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.hardware import load_table
-from medusa_roofline.metrics import compute_metrics
-from medusa_roofline.models import model_dims
-from medusa_roofline.tables import write_csv, write_json
+from medusa_roofline.analytic.hardware import load_table
+from medusa_roofline.analytic.table import analytic_table
+from medusa_roofline.cli import main
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.core.io import write_csv, write_json
+from medusa_roofline.models.source import model_dims
+from medusa_roofline.repro import archive
+from medusa_roofline.results import render
+from medusa_roofline.results.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE_TABLE = REPO / "config" / "hardware.yaml"
@@ -33,7 +34,7 @@ LAYER = ["q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_pr
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
             "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}}
 PLOT = {"formats": ["svg"], "dpi": 50, "width": 4.0, "height": 3.0}
-pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.ceilings.UnknownDeviceWarning")  # "Test CPU"
+pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")  # "Test CPU"
 
 
 def measured_rows() -> pd.DataFrame:
@@ -107,7 +108,7 @@ def test_every_kind_has_a_recipe_with_relative_inputs(packed):
     work, _, results = packed
     recipes = [p for p in results if p.endswith(render.RECIPE_SUFFIX)]
     kinds = {json.loads((work / p).read_text())["kind"]: p for p in recipes}
-    assert set(kinds) == set(render.KINDS) == set(render.RENDERERS)
+    assert set(kinds) == set(render.KINDS)
     recipe = json.loads((work / kinds["qkpv_medusa"]).read_text())
     assert recipe["inputs"] == {"table": "results/analytic/tiny/a100-80gb-pcie.csv"}
     assert recipe["params"]["attention"] == "unfused" and recipe["params"]["plot"] == PLOT

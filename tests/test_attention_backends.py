@@ -15,22 +15,27 @@ import pytest
 import torch
 from matplotlib.collections import PathCollection
 
-from medusa_roofline import archive, attention, costmodel, figures, render
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.hardware import load_table
-from medusa_roofline.metrics import compute_metrics
-from medusa_roofline.microbench import run_microbench
-from medusa_roofline.models import ModelDims, model_dims
-from medusa_roofline.sweep import COLUMNS
-from medusa_roofline.tables import write_csv, write_json
-from medusa_roofline.tree import build_tree, load_acceptance_table, tree_attention_mask, tree_buffers
+from medusa_roofline.analytic import costmodel
+from medusa_roofline.analytic.hardware import load_table
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.core.io import write_csv, write_json
+from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
+from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers
+from medusa_roofline.measure import attention
+from medusa_roofline.measure.microbench import run_microbench
+from medusa_roofline.measure.table import COLUMNS
+from medusa_roofline.models.source import ModelDims, model_dims
+from medusa_roofline.repro import archive
+from medusa_roofline.results import figures_measured as figures
+from medusa_roofline.results import render
+from medusa_roofline.results.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE_TABLE = REPO / "config" / "hardware.yaml"
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
             "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}}
 PLOT = {"formats": ["svg"], "dpi": 50, "width": 4.0, "height": 3.0}
-pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.ceilings.UnknownDeviceWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")
 
 
 def _hf_eager(q, k, v, mask, scaling):
@@ -236,7 +241,7 @@ def test_qkpv_backends_points_are_what_is_drawn(backend_rows):
     assert set(points.loc[points["attention_backend"] != "eager", "op"]) == {"attn"}
     assert {"qk/pv eager ar", "qk/pv eager Medusa (# cand.: 16)", "attn sdpa Medusa (# cand.: 16)",
             "attn flex ar"} <= set(points["series"])
-    x, y = figures.XY["qkpv_backends"]
+    x, y = render.KINDS["qkpv_backends"].x, render.KINDS["qkpv_backends"].y
     drawn = {c.get_label(): np.asarray(c.get_offsets()) for c in fig.axes[0].collections
              if isinstance(c, PathCollection) and not c.get_label().startswith("_")}
     assert set(drawn) == set(points["series"])

@@ -15,9 +15,9 @@ import os
 import pytest
 import yaml
 
-from medusa_roofline import settings
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.models import PRESET_DIR
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.models.source import PRESET_DIR
+from medusa_roofline.repro import settings
 
 TINY_JSON = json.loads((PRESET_DIR / "tiny" / "config.json").read_text())
 MEASURE = {"models": ["tiny"], "device": "cpu", "candidates": [16], "batch": [1], "kv_len": [64],

@@ -72,7 +72,7 @@ def test_targets_are_evaluated_not_asserted(harness):
 
 
 def test_empty_region_and_flush_buffer_outside_inference_mode():
-    from medusa_roofline.timing import empty_region, flush_cache, release_flush_buffers, time_callable
+    from medusa_roofline.measure.timing import empty_region, flush_cache, release_flush_buffers, time_callable
 
     release_flush_buffers()
     with torch.inference_mode():
@@ -83,7 +83,7 @@ def test_empty_region_and_flush_buffer_outside_inference_mode():
 
 
 def test_a_failing_backend_is_reported_and_the_others_still_run(harness, tmp_path, monkeypatch, capsys):
-    from medusa_roofline import attention
+    from medusa_roofline.measure import attention
 
     def broken(*args, **kwargs):
         raise RuntimeError("flex kernel exploded")

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from medusa_roofline.ceilings import (
+from medusa_roofline.analytic.hardware import (
     UnknownDeviceWarning,
     detect_hardware,
-    measure_ceilings,
+    load_table,
     measured_hardware,
     measured_roofs,
-    resolve_dtype_name,
-    throughput_stats,
 )
-from medusa_roofline.hardware import load_table
-from medusa_roofline.timing import Stats
+from medusa_roofline.core.dtypes import canonical_dtype
+from medusa_roofline.measure.ceilings import measure_ceilings, throughput_stats
+from medusa_roofline.measure.timing import Stats
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,11 +64,11 @@ def test_throughput_spread_swaps_percentiles():
 
 
 def test_dtype_resolution():
-    assert resolve_dtype_name("auto", "cuda") == "float16"
-    assert resolve_dtype_name("auto", "cpu") == "float32"
-    assert resolve_dtype_name("bf16", "cpu") == "bfloat16"
+    assert canonical_dtype("auto", "cuda") == "float16"
+    assert canonical_dtype("auto", "cpu") == "float32"
+    assert canonical_dtype("bf16", "cpu") == "bfloat16"
     with pytest.raises(ValueError, match="dtype"):
-        resolve_dtype_name("float8", "cpu")
+        canonical_dtype("float8", "cpu")
 
 
 def test_bad_arguments():

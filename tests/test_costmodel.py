@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from medusa_roofline import costmodel
-from medusa_roofline.models import ModelDims, model_dims
+from medusa_roofline.analytic import costmodel
+from medusa_roofline.models.source import ModelDims, model_dims
 
 LLAMA33 = ModelDims(hidden=6656, heads=52, kv_heads=52, head_dim=128, intermediate=17920,
                     layers=60, vocab=32000, max_positions=2048)

@@ -18,10 +18,12 @@ import pytest
 import torch
 import yaml
 
-from medusa_roofline import checkpoint, microbench, models, sweep
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.sweep import COLUMNS, run_sweep
-from medusa_roofline.tables import MeasurementError, validate_measured, write_measured_csv
+from medusa_roofline.core.errors import ConfigError, MeasurementError
+from medusa_roofline.measure import checkpoint, microbench, sweep
+from medusa_roofline.measure.sweep import run_sweep
+from medusa_roofline.measure.table import COLUMNS, validate_measured, write_measured_csv
+from medusa_roofline.models import load
+from medusa_roofline.models import source as models
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(reps=2, warmup=1, progress=False)
@@ -281,10 +283,10 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_local_checkpoint_loads_from_safetensors(tiny_checkpoint):
     directory, reference = tiny_checkpoint
-    loaded = models.build_model(str(directory), torch.float32)
+    loaded = load.build_model(str(directory), torch.float32)
     for (name, a), (_, b) in zip(reference.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
-    spec = models.model_spec(str(directory), "float32", "cpu", layers=1)
+    spec = load.model_spec(str(directory), "float32", "cpu", layers=1)
     assert spec["model"] == "tiny-ckpt" and spec["source"] == str(directory)
     assert spec["weights"] == "checkpoint" and set(spec["sha256"]) == {"config.json", "model.safetensors"}
     assert spec["layers_instantiated"] == 1
@@ -302,7 +304,7 @@ def test_pickled_checkpoint_is_never_unpickled(tmp_path, tiny_checkpoint):
 
     torch.save({"model.embed_tokens.weight": Payload()}, directory / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="refusing to load the checkpoint .*weights_only=True"):
-        models.build_model(str(directory), torch.float32)
+        load.build_model(str(directory), torch.float32)
     assert not marker.exists()
 
 
@@ -312,15 +314,15 @@ def test_stray_weights_without_hf_files_are_refused(tmp_path, tiny_checkpoint):
     (directory / "config.json").write_bytes((tiny_checkpoint[0] / "config.json").read_bytes())
     torch.save({"w": torch.zeros(2)}, directory / "medusa_lm_head.pt")
     with pytest.raises(ConfigError, match="no Hugging Face weights"):
-        models.build_model(str(directory), torch.float32)
+        load.build_model(str(directory), torch.float32)
 
 
 @pytest.mark.workflow
 def test_analytic_outputs_are_byte_identical_and_local_checkpoints_work(tmp_path, tiny_analytic_config,
                                                                         tiny_checkpoint):
     """Two fresh runs in two directories, with analytic.models = [a local checkpoint directory]."""
-    from medusa_roofline.analytic import analytic_table
-    from medusa_roofline.hardware import load_table
+    from medusa_roofline.analytic.hardware import load_table
+    from medusa_roofline.analytic.table import analytic_table
 
     config = dict(tiny_analytic_config, plot={"formats": ["png"]})
     config["analytic"] = dict(config["analytic"], models=[str(tiny_checkpoint[0])])

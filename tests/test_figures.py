@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection
 
-from medusa_roofline import figures
-from medusa_roofline.analytic import analytic_table
-from medusa_roofline.hardware import Hardware
-from medusa_roofline.metrics import compute_metrics
-from medusa_roofline.models import ModelDims
-from medusa_roofline.roofline import POINT_COLUMNS
-from medusa_roofline.speedup import analytic_speedup
+from medusa_roofline.analytic.hardware import Hardware
+from medusa_roofline.analytic.table import analytic_table
+from medusa_roofline.models.source import ModelDims
+from medusa_roofline.results import figures_analytic, render, roofline
+from medusa_roofline.results import figures_measured as figures
+from medusa_roofline.results.metrics import compute_metrics
+from medusa_roofline.results.roofline import POINT_COLUMNS
+from medusa_roofline.results.speedup import analytic_speedup
 
 TINY = ModelDims(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, layers=2, vocab=256, max_positions=4096)
 A100 = Hardware("a100-80gb-pcie", "A100 80GB PCIe", 1.935e12, 312e12, "datasheet")
@@ -53,7 +54,7 @@ def scatter_data(ax) -> dict[str, np.ndarray]:
 
 
 def assert_scatter_matches(fig, points, kind):
-    x, y = figures.XY[kind]
+    x, y = render.KINDS[kind].x, render.KINDS[kind].y
     drawn = scatter_data(fig.axes[0])
     assert set(drawn) == set(points["series"])
     for name, xy in drawn.items():
@@ -69,7 +70,7 @@ def assert_common_columns(points, source):
 
 
 def test_all_ops(table, tmp_path):
-    fig, points = figures.all_ops(table, A100, "Tiny Llama, A100 80GB PCIe")
+    fig, points = figures_analytic.all_ops(table, A100, "Tiny Llama, A100 80GB PCIe")
     assert list(dict.fromkeys(points["series"])) == [
         "qkv mlp init", "qkv mlp ar", "up/gate/down init", "up/gate/down ar", "qk/pv init", "qk/pv ar"]
     assert list(points.columns) == POINT_COLUMNS
@@ -79,14 +80,14 @@ def test_all_ops(table, tmp_path):
     assert_scatter_matches(fig, points, "all_ops")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "Increase bs" in texts and "Increase seq_len" in texts
-    paths = figures.save_figure(fig, points, tmp_path / "all_ops", ["png", "svg"], 60)
+    paths = roofline.save_figure(fig, points, tmp_path / "all_ops", ["png", "svg"], 60)
     assert [p.rsplit(".", 1)[1] for p in paths] == ["png", "svg", "csv"]
     back = pd.read_csv(tmp_path / "all_ops.csv")
     np.testing.assert_allclose(back[["oi", "flops_per_s"]], points[["oi", "flops_per_s"]], rtol=1e-5)
 
 
 def test_mlp_spec(table):
-    fig, points = figures.mlp_spec(table, A100, "t")
+    fig, points = figures_analytic.mlp_spec(table, A100, "t")
     assert list(dict.fromkeys(points["series"])) == [
         "up/gate/down ar", "up/gate/down spec: 16", "up/gate/down spec: 32"]
     assert set(points["op"]) == {"gate_proj", "up_proj", "down_proj"}

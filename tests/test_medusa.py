@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from medusa_roofline.__main__ import main
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.heads import MedusaHeads, load_medusa_heads, random_heads
-from medusa_roofline.medusa import (
+from medusa_roofline.cli import main
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.heads import MedusaHeads, load_medusa_heads, random_heads
+from medusa_roofline.decoding.medusa import (
     crop_cache,
     greedy_generate,
     medusa_generate,
@@ -20,8 +20,9 @@ from medusa_roofline.medusa import (
     verify_forward,
     verify_inputs,
 )
-from medusa_roofline.models import build_model
-from medusa_roofline.tree import build_tree, load_acceptance_table, tree_buffers
+from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
+from medusa_roofline.decoding.tree_buffers import tree_buffers
+from medusa_roofline.models.load import build_model
 
 torch.set_num_threads(1)
 

@@ -7,18 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from medusa_roofline import costmodel
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.hardware import Hardware
-from medusa_roofline.metrics import (
-    KEY_COLUMNS,
-    METRIC_COLUMNS,
-    compute_metrics,
-    load_measured,
-    medusa_heads_cost,
-    step_cost,
-)
-from medusa_roofline.models import ModelDims
+from medusa_roofline.analytic import costmodel
+from medusa_roofline.analytic.costmodel import medusa_heads_cost, step_cost
+from medusa_roofline.analytic.hardware import Hardware
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.models.source import ModelDims
+from medusa_roofline.results.metrics import KEY_COLUMNS, METRIC_COLUMNS, compute_metrics, load_measured
 
 TINY = ModelDims(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, layers=2, vocab=256, max_positions=4096)
 SMALL = ModelDims(hidden=4, heads=2, kv_heads=1, head_dim=2, intermediate=8, layers=3, vocab=10, max_positions=64)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.microbench import attention_inputs, run_microbench
-from medusa_roofline.models import model_dims
-from medusa_roofline.sweep import COLUMNS
-from medusa_roofline.tree import build_tree, load_acceptance_table, tree_buffers
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
+from medusa_roofline.decoding.tree_buffers import tree_buffers
+from medusa_roofline.measure.microbench import attention_inputs, run_microbench
+from medusa_roofline.measure.table import COLUMNS
+from medusa_roofline.models.source import model_dims
 
 
 def test_microbench_rows_tiny():

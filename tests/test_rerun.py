@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 PLOT_RULES = {"plot_qkpv_analytic", "figure_analytic", "figure_speedup", "figure_measured",

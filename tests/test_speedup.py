@@ -8,15 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medusa_roofline.models import ModelDims
-from medusa_roofline.speedup import (
-    COLUMNS,
-    analytic_speedup,
-    measured_speedup,
-    step_latency,
-    tree_paths,
-)
-from medusa_roofline.tree import expected_accept_length
+from medusa_roofline.decoding.tree import expected_accept_length
+from medusa_roofline.models.source import ModelDims
+from medusa_roofline.results.speedup import COLUMNS, analytic_speedup, measured_speedup, step_latency, tree_paths
 
 ONES = ModelDims(hidden=1, heads=1, kv_heads=1, head_dim=1, intermediate=1, layers=1, vocab=1, max_positions=0)
 
@@ -58,9 +52,9 @@ def test_analytic_speedup_by_hand():
 
 def test_paper_case_peaks_then_falls():
     """Llama 7B, A100 80GB PCIe, batch 4: a speedup > 1.5 at moderate trees that large trees lose."""
-    from medusa_roofline.hardware import load_table
-    from medusa_roofline.models import model_dims
-    from medusa_roofline.tree import load_acceptance_table
+    from medusa_roofline.analytic.hardware import load_table
+    from medusa_roofline.decoding.tree import load_acceptance_table
+    from medusa_roofline.models.source import model_dims
 
     repo = Path(__file__).resolve().parent.parent
     hw = load_table(repo / "config" / "hardware.yaml")["a100-80gb-pcie"]

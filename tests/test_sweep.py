@@ -9,22 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from medusa_roofline import sweep
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.models import build_model, model_dims
-from medusa_roofline.sweep import (
-    COLUMNS,
-    DecodeStep,
+from medusa_roofline.analytic.memory import estimate_working_set_bytes
+from medusa_roofline.core.devices import resolve_dtype
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
+from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers
+from medusa_roofline.measure.grid import Mode, parse_mode
+from medusa_roofline.measure.instrument import (
     attention_implementation,
-    estimate_working_set_bytes,
-    parse_mode,
     register_timed_attention,
-    resolve_dtype,
-    run_sweep,
     timed_attention_forward,
 )
-from medusa_roofline.timing import OpTimer, activate
-from medusa_roofline.tree import build_tree, load_acceptance_table, tree_attention_mask, tree_buffers
+from medusa_roofline.measure.op_timer import OpTimer, activate
+from medusa_roofline.measure.step import DecodeStep
+from medusa_roofline.measure.sweep import run_sweep
+from medusa_roofline.measure.table import COLUMNS
+from medusa_roofline.models.load import build_model
+from medusa_roofline.models.source import model_dims
 
 TINY = dict(reps=2, warmup=1, progress=False)
 LAYER_OPS = {"q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj", "down_proj"}
@@ -165,7 +166,7 @@ def test_sweep_oom_by_memory_cap():
 
 
 def sweep_flush():
-    from medusa_roofline.timing import CPU_FLUSH_BYTES
+    from medusa_roofline.measure.timing import CPU_FLUSH_BYTES
 
     return CPU_FLUSH_BYTES
 
@@ -201,7 +202,7 @@ def test_max_positions_boundary_is_allowed():
 
 def test_parse_mode_and_dtype():
     assert parse_mode("ar").q_len == 1
-    assert parse_mode("medusa-64") == sweep.Mode("medusa-64", "medusa", 64)
+    assert parse_mode("medusa-64") == Mode("medusa-64", "medusa", 64)
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16  # CPU runs bfloat16 (slowly)
     if not torch.cuda.is_available():

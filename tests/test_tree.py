@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from medusa_roofline.errors import ConfigError
-from medusa_roofline.tree import (
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.tree import (
     DEFAULT_ACCEPTANCE,
     build_tree,
     expected_accept_length,
     load_acceptance_table,
     max_tree_size,
-    tree_attention_mask,
-    tree_buffers,
-    tree_position_ids,
 )
+from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers, tree_position_ids
 
 
 @pytest.fixture(scope="module")

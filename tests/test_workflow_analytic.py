@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from medusa_roofline.analytic import COLUMNS
+from medusa_roofline.analytic.table import COLUMNS
 
 
 @pytest.mark.workflow

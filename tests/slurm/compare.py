@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-DEFAULT_KEY_COLUMNS = (  # identifying columns of medusa_roofline.sweep.COLUMNS and friends
+DEFAULT_KEY_COLUMNS = (  # identifying columns of medusa_roofline.measure.table.COLUMNS and friends
     "bench,model,hardware,device,mode,phase,op,scope,calls,candidates,batch,kv_len,q_len,keys,"
     "layers,heads,kv_heads,head_dim,dtype,reps,warmup,attention,series,source"
 )

@@ -5,7 +5,7 @@ rule analytic_table:
     """Every (phase, op, candidates, batch, kv_len) of one model on one GPU, with its roof."""
     input:
         model_config=lambda w: settings.model_config_file(ANALYTIC_MODELS[w.model]),
-        code=package("analytic", "costmodel", "hardware", "models", "tables"),
+        code=script_code("analytic_table.py"),
     output:
         "results/analytic/{model}/{hardware}.csv",
     log:

@@ -20,7 +20,7 @@ rule archive_run:
     input:
         results=archive_inputs(),
         config_files=archive_config_files(),
-        code=package("archive", "render", "provenance"),
+        code=script_code("archive.py"),
     output:
         tarball=f"results/archive/{config['run_name']}.tar.gz",
     log:

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from medusa_roofline import settings
-from medusa_roofline.errors import ConfigError
+from medusa_roofline.core.codedeps import module_files
+from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.repro import settings
 
 try:
     RESOLVED = settings.resolve(config, workflow.basedir)
@@ -32,11 +33,10 @@ wildcard_constraints:
     mode=r"ar|medusa-[0-9]+",
 
 
-def package(*modules):
-    """Package modules a rule runs, as inputs, so editing one reruns exactly its rules."""
-    return [
-        str(Path(workflow.basedir) / "medusa_roofline" / f"{m}.py") for m in modules
-    ]
+def script_code(script):
+    """The package modules a script runs (read from its imports, transitively), as inputs:
+    editing one reruns exactly the rules whose scripts import it."""
+    return module_files(Path(workflow.basedir) / "scripts" / script)
 
 
 def hardware_entry(wildcards):
@@ -94,7 +94,7 @@ def microbench_tables():
 
 
 # ---- measured ceilings, metrics and figures (workflow/rules/metrics.smk, figures.smk) ----
-from medusa_roofline.hardware import get as hardware_get
+from medusa_roofline.analytic.hardware import get as hardware_get
 
 CEILINGS = config["ceilings"]
 SPEEDUP = config["speedup"]

@@ -3,7 +3,7 @@ including qkpv_backends (eager qk/pv vs fused attention; requested by common.smk
 microbench.attention_backends lists a fused backend).
 
 Every figure comes with a CSV of exactly the points drawn (source, device, provenance per row) and
-a recipe ({stem}.recipe.json: kind, inputs, params) from which medusa_roofline.render redraws it.
+a recipe ({stem}.recipe.json: kind, inputs, params) from which medusa_roofline.results.render redraws it.
 Names from common.smk: SPEEDUP, SPEEDUP_MODELS, MEASURED_MODELS, ANALYTIC_FIGURES,
 MEASURED_FIGURES, speedup_acceptance, config_file, figure_title, model_display_name.
 """
@@ -13,7 +13,7 @@ rule figure_analytic:
     """The paper's all-ops chart and the decoding-vs-Medusa MLP chart, from the analytic table."""
     input:
         table="results/analytic/{model}/{hardware}.csv",
-        code=package("render", "figures", "roofline", "style", "hardware", "tables"),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(
@@ -51,18 +51,7 @@ rule figure_speedup:
     input:
         model_config=lambda w: settings.model_config_file(SPEEDUP_MODELS[w.model]),
         acceptance=speedup_acceptance(),
-        code=package(
-            "render",
-            "speedup",
-            "figures",
-            "metrics",
-            "costmodel",
-            "tree",
-            "models",
-            "style",
-            "hardware",
-            "tables",
-        ),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(
@@ -105,16 +94,7 @@ rule figure_measured:
         metrics="results/metrics/{model}/{device}.csv",
         ceilings="results/ceilings/{device}.json",
         hardware_table=config_file(config["hardware_table"]),
-        code=package(
-            "render",
-            "figures",
-            "ceilings",
-            "metrics",
-            "roofline",
-            "style",
-            "hardware",
-            "tables",
-        ),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(
@@ -150,16 +130,7 @@ rule figure_qkpv_backends:
         metrics="results/metrics/{model}/{device}.csv",
         ceilings="results/ceilings/{device}.json",
         hardware_table=config_file(config["hardware_table"]),
-        code=package(
-            "render",
-            "figures",
-            "ceilings",
-            "metrics",
-            "roofline",
-            "style",
-            "hardware",
-            "tables",
-        ),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(
@@ -195,19 +166,7 @@ rule figure_speedup_measured:
         hardware_table=config_file(config["hardware_table"]),
         acceptance=ACCEPTANCE_TABLE,
         model_config=lambda w: settings.model_config_file(MEASURE_MODELS[w.model]),
-        code=package(
-            "render",
-            "speedup",
-            "figures",
-            "ceilings",
-            "metrics",
-            "costmodel",
-            "tree",
-            "models",
-            "style",
-            "hardware",
-            "tables",
-        ),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(

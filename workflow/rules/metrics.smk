@@ -8,7 +8,7 @@ microbench_csvs (and the sweep's TORCH_DEVICE, MEASURE_DTYPE, ACCEPTANCE_TABLE, 
 rule ceilings:
     """Measured memory bandwidth (copy, read) and matmul peak of the local device, with spread."""
     input:
-        code=package("ceilings", "timing", "provenance", "hardware", "tables"),
+        code=script_code("ceilings.py"),
     output:
         "results/ceilings/{device}.json",
     log:
@@ -36,9 +36,7 @@ rule metrics:
         hardware_table=config_file(config["hardware_table"]),
         acceptance=ACCEPTANCE_TABLE,
         model_config=lambda w: settings.model_config_file(MEASURED_MODELS[w.model]),
-        code=package(
-            "metrics", "costmodel", "ceilings", "hardware", "models", "tree", "tables"
-        ),
+        code=script_code("metrics.py"),
     output:
         report(
             "results/metrics/{model}/{device}.csv",

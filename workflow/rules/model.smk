@@ -5,7 +5,7 @@ rule load_model:
     """Build or load the model once and record it; every sweep job depends on this spec."""
     input:
         model_config=lambda w: settings.model_config_file(MEASURE_MODELS[w.model]),
-        code=package("models"),
+        code=script_code("load_model.py"),
     output:
         "results/models/{model}/spec.json",
     log:

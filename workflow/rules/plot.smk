@@ -1,6 +1,6 @@
 """Roofline figures (seaborn), each with the CSV of exactly the points drawn and its recipe.
 
-Every figure is drawn by medusa_roofline.render from the rule's named inputs and params; the
+Every figure is drawn by medusa_roofline.results.render from the rule's named inputs and params; the
 recipe ({stem}.recipe.json) records both, so `python -m medusa_roofline regenerate` can redraw it.
 """
 
@@ -9,7 +9,7 @@ rule plot_qkpv_analytic:
     """The paper's qk/pv chart: AR vs Medusa tree sizes, from the analytic table."""
     input:
         table="results/analytic/{model}/{hardware}.csv",
-        code=package("render", "figures", "roofline", "style", "hardware", "tables"),
+        code=script_code("figure.py"),
     output:
         figures=[
             report(

@@ -6,18 +6,7 @@ rule sweep:
     input:
         spec="results/models/{model}/spec.json",
         acceptance=ACCEPTANCE_TABLE,
-        code=package(
-            "sweep",
-            "attention",
-            "timing",
-            "tree",
-            "heads",
-            "medusa",
-            "models",
-            "provenance",
-            "tables",
-            "checkpoint",
-        ),
+        code=script_code("sweep.py"),
     output:
         "results/measured/{model}/{device}/{mode}.csv",
     log:
@@ -49,17 +38,7 @@ rule microbench:
     input:
         model_config=lambda w: settings.model_config_file(MICROBENCH_MODELS[w.model]),
         acceptance=ACCEPTANCE_TABLE,
-        code=package(
-            "microbench",
-            "attention",
-            "sweep",
-            "timing",
-            "tree",
-            "models",
-            "provenance",
-            "tables",
-            "checkpoint",
-        ),
+        code=script_code("microbench.py"),
     output:
         "results/microbench/{model}/{device}.csv",
     log:

@@ -1,0 +1,59 @@
+"""How many bytes a measured point needs resident: weights, KV cache and the step's largest temporaries.
+
+Used to skip points that would not fit (recorded ``status=oom``) and recorded as ``est_bytes``. These are
+estimates of peak residency, not the traffic the roofline counts (:mod:`.costmodel`).
+"""
+
+from __future__ import annotations
+
+
+def weight_params(dims, layers: int, medusa_heads: int = 0, medusa_layers: int = 1) -> int:
+    """Parameters of the instantiated model (+ Medusa heads): embeddings, layers, norm, LM head."""
+    h, d = dims.hidden, dims.head_dim
+    attn = h * dims.heads * d + 2 * h * dims.kv_heads * d + dims.heads * d * h
+    mlp = 3 * h * dims.intermediate
+    per_layer = attn + mlp + 2 * h
+    base = 2 * dims.vocab * h + layers * per_layer + h  # embed + lm_head (untied) + final norm
+    heads = medusa_heads * (medusa_layers * (h * h + h) + h * dims.vocab)
+    return base + heads
+
+
+def estimate_working_set_bytes(dims, layers: int, batch: int, kv_len: int, q_len: int, elem_bytes: int,
+                               medusa_heads: int = 0, flush_bytes: int = 0) -> int:
+    """Peak bytes a point needs, estimated (used for ``max_memory_bytes`` and the ``est_bytes`` column).
+
+    weights      : :func:`weight_params` x element size (model + Medusa heads)
+    KV cache     : 2 (K,V) x layers x batch x kv_heads x (kv_len + q_len) x head_dim x elem, plus one
+                   more layer's K/V for the ``torch.cat`` copy alive during a cache update
+    attention    : per layer (freed after it), scores in dtype + float32 softmax + probs in dtype,
+                   ``[b, H, q_len, keys]`` each, + the additive mask ``[b, 1, q_len, keys]``
+    MLP / hidden : 3 x ``[b, q_len, intermediate]`` + 4 x ``[b, q_len, hidden]``
+    logits       : ``[b, q_len, vocab]`` x (1 + 2 x heads) (heads' outputs, then ``torch.stack``)
+    flush buffer : the L2-flush buffer of the timer
+    """
+    keys = kv_len + q_len
+    weights = weight_params(dims, layers, medusa_heads) * elem_bytes
+    kv_layer = 2 * batch * dims.kv_heads * keys * dims.head_dim * elem_bytes
+    kv = layers * kv_layer + kv_layer
+    scores = batch * dims.heads * q_len * keys
+    attention = scores * (2 * elem_bytes + 4) + batch * q_len * keys * elem_bytes
+    mlp = batch * q_len * (3 * dims.intermediate + 4 * dims.hidden) * elem_bytes
+    logits = batch * q_len * dims.vocab * elem_bytes * (1 + 2 * medusa_heads)
+    return int(weights + kv + attention + mlp + logits + flush_bytes)
+
+
+def attention_working_set_bytes(dims, batch: int, kv_len: int, q_len: int, elem_bytes: int) -> int:
+    """Q, K, V, mask, scores (dtype), float32 softmax, probs (dtype) and output of one point."""
+    keys = kv_len + q_len
+    qo = 2 * batch * dims.heads * q_len * dims.head_dim
+    kv = 2 * batch * dims.kv_heads * keys * dims.head_dim
+    scores = batch * dims.heads * q_len * keys
+    return int((qo + kv + batch * q_len * keys + 2 * scores) * elem_bytes + 4 * scores)
+
+
+def fused_attention_working_set_bytes(dims, batch: int, kv_len: int, q_len: int, elem_bytes: int) -> int:
+    """Q, K, V, mask and output of one point on a fused backend (no score matrix)."""
+    keys = kv_len + q_len
+    qo = 2 * batch * dims.heads * q_len * dims.head_dim
+    kv = 2 * batch * dims.kv_heads * keys * dims.head_dim
+    return int((qo + kv + batch * q_len * keys) * elem_bytes)

@@ -1,0 +1,131 @@
+"""Command line: ``python -m medusa_roofline <subcommand> ...``.
+
+Each subcommand is a ``(add_arguments, run)`` pair in ``SUBCOMMANDS``; ``run`` gets the parsed
+arguments and returns an exit status. A ConfigError anywhere becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .core.dtypes import ALIASES as DTYPES
+from .core.errors import ConfigError
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not an integer") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name}: must be >= 1, got {value}")
+        return value
+    return parse
+
+
+def add_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="preset name or local HF Llama directory (default tiny)")
+    p.add_argument("--candidates", type=_positive("candidates"), default=16,
+                   help="tree size in query tokens, root included (default 16)")
+    p.add_argument("--max-new-tokens", type=_positive("max-new-tokens"), default=64)
+    p.add_argument("--batch", type=_positive("batch"), default=1)
+    p.add_argument("--prompt-len", type=_positive("prompt-len"), default=8)
+    p.add_argument("--heads", default=None, help="Medusa heads file (.safetensors or torch.save); random if omitted")
+    p.add_argument("--acceptance", default=None, help="acceptance CSV (head,rank,accuracy); default table if omitted")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_generate(args) -> int:
+    """Medusa vs. plain greedy decoding on one random prompt: same tokens? how many per step?"""
+    import torch
+
+    from .decoding.heads import load_medusa_heads, random_heads
+    from .decoding.medusa import greedy_generate, medusa_generate
+    from .decoding.tree import build_tree, load_acceptance_table
+    from .models.load import build_model
+
+    dtype = getattr(torch, DTYPES[args.dtype])
+    table = load_acceptance_table(args.acceptance)
+    paths = build_tree(table, args.candidates)
+    model = build_model(args.model, dtype, device=args.device, seed=args.seed)
+    depth = max(len(p) for p in paths)
+    if args.heads:
+        heads = load_medusa_heads(args.heads, model.config.hidden_size, model.config.vocab_size,
+                                  dtype=dtype, device=args.device)
+    else:
+        heads = random_heads(model, num_heads=max(depth, table.shape[0]), seed=args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    prompt = torch.randint(0, model.config.vocab_size, (args.batch, args.prompt_len), generator=gen).to(args.device)
+
+    medusa_tokens, m = medusa_generate(model, heads, prompt, paths, args.max_new_tokens)
+    greedy_tokens, g = greedy_generate(model, prompt, args.max_new_tokens)
+    same = torch.equal(medusa_tokens, greedy_tokens)
+    print(f"model {args.model}  batch {args.batch}  prompt {args.prompt_len}  new tokens {args.max_new_tokens}  "
+          f"tree {args.candidates} nodes (depth {depth})")
+    print(f"identical: {'yes' if same else 'no'}")
+    print(f"medusa: {m.mean_accepted:.3f} tokens/step  {m.steps} steps  {m.wall_s:.3f} s")
+    print(f"greedy: {g.mean_accepted:.3f} tokens/step  {g.steps} steps  {g.wall_s:.3f} s")
+    return 0 if same else 1
+
+
+def add_regenerate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", help="a run archive (results/archive/<run_name>.tar.gz) or the directory it was "
+                   "unpacked to")
+    p.add_argument("--out", default="regenerated",
+                   help="where the figures, points CSVs go, at their results/... paths (default ./regenerated)")
+    p.add_argument("--formats", nargs="+", default=None, choices=["pdf", "svg", "png"],
+                   help="figure formats (default: those of each recipe)")
+
+
+def run_regenerate(args) -> int:
+    """Redraw every figure of a run archive from its recipes alone (no model, no GPU) and compare."""
+    import logging
+    import warnings
+
+    from .analytic.hardware import UnknownDeviceWarning
+    from .repro.archive import regenerate
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownDeviceWarning)  # logged once per figure already
+        result = regenerate(args.archive, args.out, args.formats)
+    for name in result.manifest_errors:
+        print(f"manifest: {name} does not match its sha256 (changed or missing)", file=sys.stderr)
+    for fig in result.figures:
+        print(f"{'identical' if fig['identical'] else 'MISMATCH '}  {fig['points']}  ({fig['kind']})")
+    for err in result.errors:
+        print(f"error: {err}", file=sys.stderr)
+    n, same = len(result.figures), sum(f["identical"] for f in result.figures)
+    print(f"{n} figures redrawn into {args.out}; {same} of {n} points CSVs byte-identical to the archive; "
+          f"manifest {'intact' if not result.manifest_errors else f'{len(result.manifest_errors)} file(s) differ'}")
+    files = [f for fig in result.figures for f in fig["figure_files"]]
+    same_files = sum(len(fig["figure_files_identical"]) for fig in result.figures)
+    print(f"figure files byte-identical to the archive: {same_files} of {len(files)} "
+          "(informational: fonts and library versions change image bytes, not the points)")
+    if result.mismatches:
+        print("mismatches: " + ", ".join(result.mismatches), file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+SUBCOMMANDS = {
+    "generate": (add_generate, run_generate),
+    "regenerate": (add_regenerate, run_regenerate),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medusa_roofline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, run) in SUBCOMMANDS.items():
+        add(sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0]))
+    args = parser.parse_args(argv)
+    try:
+        return SUBCOMMANDS[args.command][1](args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+

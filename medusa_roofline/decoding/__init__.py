@@ -1,0 +1,1 @@
+"""Medusa decoding: trees from an acceptance table, their tensors, heads, and the lossless decoding step."""

@@ -1,0 +1,349 @@
+"""Attention backends for the qk/pv measurements: the paper's eager path beside two fused kernels.
+
+* ``eager`` — three separate steps, what the analytic *unfused* model counts: ``qk`` (Q·Kᵀ, the
+  b·H·n·s score matrix written to memory), ``softmax`` (additive mask, float32 softmax, cast back)
+  and ``pv`` (P·V). The 1/√d scale is folded into the one pass over Q that the batched GEMM needs
+  anyway (Q arrives ``[b, n, H, d]``-strided from the projection; :func:`eager_qk` writes it once,
+  scaled and contiguous), so ``qk`` is exactly one GEMM writing the scores. Hugging Face's eager
+  attention instead multiplies the *scores* by the scale in a second pass (2 x score-matrix traffic
+  that no roofline model counts); the results agree to rounding. GQA: Q is viewed as
+  ``[b, H_kv, g·n, d]`` so each KV head is read once, never materialised ``g`` times.
+* ``sdpa`` — :func:`torch.nn.functional.scaled_dot_product_attention` with the tree mask (additive,
+  in the query dtype, so no per-call mask conversion) or no mask for ``ar``. The kernel that runs is
+  chosen explicitly: the first of :data:`SDPA_PREFERENCE` (FLASH → EFFICIENT → CUDNN → MATH) that
+  accepts these inputs, tried one at a time under ``sdpa_kernel([backend])``, is recorded and then
+  pinned for the timed calls. FlashAttention takes no arbitrary mask, so Medusa points on CUDA
+  usually run EFFICIENT_ATTENTION (or cuDNN); on the CPU FLASH_ATTENTION is PyTorch's fused CPU
+  kernel. GQA uses the same grouped-query view as eager (not ``enable_gqa``, which only FLASH and
+  MATH support), with the mask repeated over the group once at preparation.
+* ``flex`` — :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask built from
+  the Medusa tree by :meth:`FlexState.block_mask`: every cached key visible, tree key j visible to
+  tree query i iff ``ancestor_mask[i, j]`` (indexed inside the ``mask_mod``). Compiled with
+  ``torch.compile(fullgraph=True)`` (dynamic shapes on CUDA; static shapes on the CPU, where torch
+  2.13's inductor CPU flex template fails to build with dynamic shapes). Uncompiled flex is a
+  reference implementation that materialises the scores (not a fused kernel): it is used only when
+  asked (``compile=False``) or, on the CPU only, when compilation fails — the ``kernel`` column then
+  says so. The ``mask_mod`` of one tree size is one function object reading ``kv_len`` from a
+  captured tensor, so new (batch, kv_len) points do not force a recompile per point.
+
+The fused backends are timed as one op, ``attn`` (qk + softmax + pv in one kernel); the metrics
+count it with the fused bound (:func:`medusa_roofline.costmodel.attention_fused`: Q, K, V read once,
+O written once; the mask, ≤ 1 % of K/V for the 33B shapes, is not counted).
+
+:func:`prepare` turns one point's tensors into a :class:`PreparedAttention`: the ops to time as
+zero-argument callables over fixed inputs (so each op can be timed on its own, with its own L2
+flush), the kernel name, and the output ``[b, n, H, d]`` for checking against eager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch._dynamo
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from ..core.devices import as_device, is_oom
+from ..core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "sdpa", "flex")
+EAGER_OPS = ("qk", "softmax", "pv")
+FUSED_OP = "attn"
+SDPA_PREFERENCE = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+EAGER_KERNEL = "eager"
+TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float16": dict(rtol=2e-3, atol=2e-3),
+             "bfloat16": dict(rtol=1.6e-2, atol=1e-2)}
+"""Output agreement of a fused backend with eager, by dtype (fused kernels sum in another order)."""
+
+
+def parse_backends(values, key: str = "attention_backends") -> list[str]:
+    """A non-empty list of :data:`BACKENDS` (a single string is one backend); order kept, duplicates dropped."""
+    if isinstance(values, str):
+        values = [values]
+    try:
+        items = list(values)
+    except TypeError:
+        raise ConfigError(f"{key}: must be a list of {', '.join(BACKENDS)}, got {values!r}") from None
+    if not items:
+        raise ConfigError(f"{key}: the list is empty; allowed are {', '.join(BACKENDS)}")
+    out = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name not in BACKENDS:
+            raise ConfigError(f"{key}: unknown attention backend {item!r}; allowed are {', '.join(BACKENDS)}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def backend_ops(backend: str) -> tuple[str, ...]:
+    """The ops a backend is timed as: qk/softmax/pv for eager, the one fused ``attn`` otherwise."""
+    return EAGER_OPS if backend == "eager" else (FUSED_OP,)
+
+
+def tolerance(dtype) -> dict:
+    name = str(dtype).removeprefix("torch.")
+    return TOLERANCE.get(name, TOLERANCE["float16"])
+
+
+# ------------------------------------------------------------------------------ eager building blocks
+
+
+def eager_qk(query, key, scaling: float):
+    """Scores ``[b, H, n, s]`` = (scaling·Q)·Kᵀ: one pass writing Q scaled and contiguous, one GEMM.
+
+    ``query [b, H, n, d]`` (any strides), ``key [b, H_kv, s, d]``; H = g·H_kv, query head j·g + r uses
+    KV head j (``repeat_kv``'s grouping), so one batched GEMM over ``[b, H_kv, g·n, d]`` reads K once.
+    """
+    b, heads, n, d = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    if heads % kv_heads:
+        raise ValueError(f"query heads {heads} is not a multiple of key/value heads {kv_heads}")
+    if query.requires_grad:  # out= does not support autograd; the measured paths run in inference mode
+        q = (query * scaling).contiguous()
+    else:
+        q = torch.empty((b, heads, n, d), dtype=query.dtype, device=query.device)
+        torch.mul(query, scaling, out=q)
+    grouped = q.view(b, kv_heads, (heads // kv_heads) * n, d)
+    return torch.matmul(grouped, key.transpose(2, 3)).view(b, heads, n, keys)
+
+
+def eager_softmax(scores, mask, dtype):
+    """Add the additive mask (if any), softmax over keys in float32, cast back to ``dtype``."""
+    if mask is not None:
+        scores = scores + mask
+    return torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+
+
+def eager_pv(probs, value):
+    """P·V: ``probs [b, H, n, s]`` (contiguous), ``value [b, H_kv, s, d]`` -> ``[b, H, n, d]``."""
+    b, heads, n, keys = probs.shape
+    kv_heads, d = value.shape[1], value.shape[3]
+    groups = heads // kv_heads
+    if groups == 1:
+        return torch.matmul(probs, value)
+    return torch.matmul(probs.reshape(b, kv_heads, groups * n, keys), value).view(b, heads, n, d)
+
+
+# ------------------------------------------------------------------------------ prepared backends
+
+
+@dataclass
+class PreparedAttention:
+    """One point's attention, ready to time: ``calls[op]()`` runs op ``op`` on fixed inputs.
+
+    Hold :meth:`context` while calling (SDPA: the pinned kernel). ``output`` is the attention output
+    ``[b, n, H, d]`` of the preparation run (the layout the model's o_proj reads)."""
+
+    backend: str
+    kernel: str
+    calls: dict[str, Callable[[], object]]
+    output: object
+    note: str = ""
+    _context: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext, repr=False)
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(self.calls)
+
+    def context(self):
+        return self._context()
+
+
+def prepare_eager(query, key, value, mask, scaling: float) -> PreparedAttention:
+    """The three eager ops on fixed inputs: qk from Q/K, softmax from the stored scores, pv from the
+    stored probabilities (so each can be timed alone)."""
+    dtype = query.dtype
+    scores = eager_qk(query, key, scaling)
+    probs = eager_softmax(scores, mask, dtype)
+    out = eager_pv(probs, value).transpose(1, 2).contiguous()
+    calls = {
+        "qk": lambda: eager_qk(query, key, scaling),
+        "softmax": lambda: eager_softmax(scores, mask, dtype),
+        "pv": lambda: eager_pv(probs, value),
+    }
+    return PreparedAttention("eager", EAGER_KERNEL, calls, out)
+
+
+def _visible_mask(mask):
+    """None when an additive mask hides nothing (ar: all keys visible), else the mask itself."""
+    if mask is None:
+        return None
+    return mask if bool((mask < 0).any()) else None
+
+
+def prepare_sdpa(query, key, value, mask, scaling: float) -> PreparedAttention:
+    """SDPA with the first kernel of :data:`SDPA_PREFERENCE` that runs these inputs, pinned."""
+    b, heads, n, d = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    attn_mask = _visible_mask(mask)
+    if groups > 1:  # grouped-query view: every SDPA kernel takes it (enable_gqa: FLASH and MATH only)
+        q = query.reshape(b, kv_heads, groups * n, d)
+        if attn_mask is not None:
+            attn_mask = attn_mask.expand(b, 1, n, attn_mask.shape[-1]).repeat(1, 1, groups, 1)
+    else:
+        q = query
+    if attn_mask is not None:
+        attn_mask = attn_mask.to(query.dtype)
+
+    def run():
+        return torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=attn_mask, scale=scaling)
+
+    reasons = {}
+    for name in SDPA_PREFERENCE:
+        backend = getattr(SDPBackend, name, None)
+        if backend is None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Flash attention kernel not used because ..." per miss
+                with sdpa_kernel([backend]):
+                    out = run()
+        except RuntimeError as exc:
+            if is_oom(exc):
+                raise
+            reasons[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            continue
+        out = out.view(b, heads, n, d).transpose(1, 2).contiguous()
+        note = "; ".join(f"{k} unavailable" for k in reasons)
+        return PreparedAttention("sdpa", name, {FUSED_OP: run}, out, note,
+                                 _context=lambda backend=backend: sdpa_kernel([backend]))
+    raise RuntimeError(f"no SDPA kernel runs these inputs: {reasons}")
+
+
+class FlexState:
+    """Compiled flex_attention and one ``mask_mod`` per tree, shared by the points of a run.
+
+    Points are prepared and timed one after another: :meth:`block_mask` sets the tree's captured
+    ``kv_len`` tensor for the point it builds, so a point's block mask is valid until the next point
+    of the same tree is prepared.
+    """
+
+    def __init__(self, device, compile: bool | None = None):
+        self.device = as_device(device)
+        self.compile = True if compile is None else bool(compile)
+        self._trees: dict[bytes, tuple] = {}
+        self._compiled = None
+        self.fallback: str = ""  # why compiled flex is not used on this CPU run (set on failure)
+        self.dynamic = None if self.device.type == "cuda" else False
+
+    def block_mask(self, ancestor, kv_len: int):
+        """BlockMask ``[1, 1, n, kv_len + n]`` for the tree ``ancestor [n, n]`` (bool) on ``kv_len`` cached keys."""
+        anc = ancestor.to(device=self.device, dtype=torch.bool)
+        n = int(anc.shape[0])
+        tag = np.asarray(anc.cpu()).tobytes() + n.to_bytes(4, "little")
+        if tag not in self._trees:
+            kv_len_t = torch.zeros((), dtype=torch.int64, device=self.device)
+            last = n - 1
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                tree = kv_idx - kv_len_t  # < 0: a cached key, always visible
+                return (tree < 0) | anc[q_idx.clamp(0, last), tree.clamp(0, last)]
+
+            self._trees[tag] = (kv_len_t, mask_mod)
+        kv_len_t, mask_mod = self._trees[tag]
+        kv_len_t.fill_(int(kv_len))
+        return create_block_mask(mask_mod, None, None, n, int(kv_len) + n, device=self.device)
+
+    def function(self):
+        """flex_attention, compiled unless compilation is off or failed (CPU only)."""
+        if not self.compile or self.fallback:
+            return flex_attention
+        if self._compiled is None:
+            self._compiled = torch.compile(flex_attention, dynamic=self.dynamic, fullgraph=True)
+        return self._compiled
+
+    def kernel_name(self) -> str:
+        if self.compile and not self.fallback:
+            shapes = "dynamic" if self.dynamic is None else "static"
+            return f"flex_attention (torch.compile, {shapes} shapes)"
+        why = f"compile failed: {self.fallback}" if self.fallback else "compile off"
+        return f"flex_attention (not compiled, {why}: unfused reference, scores materialised)"
+
+
+@contextlib.contextmanager
+def compile_settings():
+    """Dynamo settings for a run of many shapes: a high recompile limit, and an error (never a
+    silent eager fallback) if it is still hit."""
+    wanted = {"recompile_limit": 1024, "accumulated_recompile_limit": 65536, "fail_on_recompile_limit_hit": True}
+    known = {k: v for k, v in wanted.items() if hasattr(torch._dynamo.config, k)}
+    with torch._dynamo.config.patch(**known):
+        yield
+
+
+def prepare_flex(query, key, value, ancestor, kv_len: int, scaling: float, state: FlexState) -> PreparedAttention:
+    """flex_attention with the tree block mask (``ancestor`` None: no mask, every key visible)."""
+    b, heads, n, d = query.shape
+    gqa = heads != key.shape[1]
+    block_mask = None if ancestor is None else state.block_mask(ancestor, kv_len)
+
+    def call(fn):
+        return lambda: fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=gqa)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        try:
+            run = call(state.function())
+            out = run()
+        except Exception as exc:  # noqa: BLE001 - CPU: fall back to the reference path, with a note
+            if is_oom(exc) or state.device.type == "cuda" or not state.compile or state.fallback:
+                raise
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            state.fallback = f"{type(exc).__name__}: {first}"
+            log.warning("flex_attention does not compile on %s (%s); timing the uncompiled reference path",
+                        state.device, state.fallback)
+            run = call(state.function())
+            out = run()
+    if not state.compile or state.fallback:
+        run = _quiet_reference(run)  # the reference path warns on every call
+    return PreparedAttention("flex", state.kernel_name(), {FUSED_OP: run}, out.transpose(1, 2).contiguous(),
+                             state.fallback)
+
+
+def _quiet_reference(run):
+    def quiet():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+            return run()
+
+    return quiet
+
+
+def prepare(backend: str, query, key, value, scaling: float, *, mask=None, ancestor=None, kv_len: int | None = None,
+            flex: FlexState | None = None) -> PreparedAttention:
+    """One point's attention for ``backend``.
+
+    ``query [b, H, n, d]``, ``key``/``value [b, H_kv, kv_len + n, d]`` (the cache with the step's own n
+    tokens appended); ``mask`` the additive mask ``[b, 1, n, kv_len + n]`` (eager, sdpa); ``ancestor``
+    the tree's ``ancestor_mask [n, n]`` and ``kv_len`` (flex; None for ar: every key visible).
+    """
+    if backend == "eager":
+        return prepare_eager(query, key, value, mask, scaling)
+    if backend == "sdpa":
+        return prepare_sdpa(query, key, value, mask, scaling)
+    if backend == "flex":
+        if flex is None:
+            flex = FlexState(query.device)
+        if ancestor is not None and kv_len is None:
+            kv_len = key.shape[2] - ancestor.shape[0]
+        return prepare_flex(query, key, value, ancestor, kv_len or 0, scaling, flex)
+    raise ConfigError(f"attention_backends: unknown attention backend {backend!r}; allowed are {', '.join(BACKENDS)}")
+
+
+def check_output(prepared: PreparedAttention, reference, where: str = "") -> None:
+    """Raise if a fused backend's output differs from eager's beyond :func:`tolerance` of its dtype."""
+    try:
+        torch.testing.assert_close(prepared.output, reference, **tolerance(reference.dtype))
+    except AssertionError as exc:
+        first = str(exc).strip().splitlines()
+        raise RuntimeError(f"attention backend {prepared.backend} ({prepared.kernel}) disagrees with eager"
+                           f"{' at ' + where if where else ''}: {' '.join(first[:3])}") from None

@@ -1,0 +1,105 @@
+"""Instrumentation of a Hugging Face model for per-op timing: Linear hooks and a timed attention function.
+
+Every interval is recorded only while an :class:`~.op_timer.OpTimer` is active and inside a
+repetition, so the same code runs untimed for warm-up and for the uninstrumented whole-step pass.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
+
+from ..analytic.costmodel import LAYER_LINEAR_OPS
+from .attention import eager_pv, eager_qk, eager_softmax
+from .op_timer import active_timer, maybe_op
+
+TIMED_ATTENTION = "roofline_timed"
+
+
+def timed_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' ``eager_attention_forward`` split into separately timed qk / softmax / pv.
+
+    Shapes: query ``[b, H, n, d]``, key/value ``[b, H_kv, keys, d]`` (already extended by the
+    cache). The steps are :mod:`.attention`'s eager ops: ``qk`` = (scaling·Q)·Kᵀ — the scale is
+    folded into the one pass over Q that the batched GEMM needs anyway, so qk is one GEMM writing
+    the scores, what the unfused cost model counts (transformers scales the *scores* in a second
+    pass; the results agree to rounding); ``softmax`` = add the additive mask, softmax in float32,
+    cast back to the query dtype; ``pv = P @ V``. For GQA (H = g * H_kv) K/V are *not*
+    materialised ``g`` times as ``repeat_kv`` does: Q is viewed as ``[b, H_kv, g*n, d]`` (query head
+    h = j*g + r uses KV head j, the same grouping as ``repeat_kv``), so one matmul per KV head reads
+    K/V once; scores/probabilities are viewed back as ``[b, H, n, keys]`` at no cost. Returns
+    ``(attn_output [b, n, H, d], attn_weights)`` like eager. Each step is timed only while an
+    :class:`OpTimer` is active.
+    """
+    with maybe_op("qk"):
+        scores = eager_qk(query, key, scaling)
+    with maybe_op("softmax"):
+        probs = eager_softmax(scores, attention_mask, query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    with maybe_op("pv"):
+        out = eager_pv(probs, value)
+    out = out.transpose(1, 2).contiguous()
+    return out, probs
+
+
+def register_timed_attention() -> str:
+    """Register :func:`timed_attention_forward` (and eager's mask builder) under ``roofline_timed``."""
+    AttentionInterface.register(TIMED_ATTENTION, timed_attention_forward)
+    if TIMED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionMaskInterface.register(TIMED_ATTENTION, eager_mask)
+    return TIMED_ATTENTION
+
+
+class attention_implementation:
+    """Context manager: switch a model's attention implementation, restoring it afterwards."""
+
+    def __init__(self, model, name: str):
+        self.model, self.name = model, name
+
+    def __enter__(self):
+        self.saved = self.model.config._attn_implementation
+        self.model.config._attn_implementation = self.name
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.config._attn_implementation = self.saved
+        return False
+
+
+class linear_hooks:
+    """Context manager: forward pre/post hooks timing the named ``nn.Linear`` ops of a model."""
+
+    def __init__(self, model, ops=LAYER_LINEAR_OPS + ("lm_head",)):
+        self.model, self.ops = model, set(ops)
+        self.handles = []
+
+    def __enter__(self):
+        for name, module in self.model.named_modules():
+            op = name.rsplit(".", 1)[-1]
+            if op in self.ops and isinstance(module, nn.Linear):
+                self.handles.append(module.register_forward_pre_hook(_pre_hook(op)))
+                self.handles.append(module.register_forward_hook(_post_hook(op)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        return False
+
+
+def _pre_hook(op):
+    def hook(module, args):
+        timer = active_timer()
+        if timer is not None:
+            timer.start(op)
+    return hook
+
+
+def _post_hook(op):
+    def hook(module, args, output):
+        timer = active_timer()
+        if timer is not None:
+            timer.stop(op)
+    return hook

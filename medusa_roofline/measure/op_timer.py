@@ -1,0 +1,145 @@
+"""Per-op intervals inside one forward pass: the sweep's instrumented step times each op it reaches.
+
+CPU: ``perf_counter`` at ``start``/``stop`` (ops are synchronous, so the interval is the op). CUDA: an
+event pair recorded on the current stream around the op, resolved after the single synchronize at
+the end of the repetition; nothing synchronizes mid-forward.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+from ..core.devices import as_device
+from .timing import Stats, TimingError, check_samples
+
+
+class OpTimer:
+    """Collect per-op intervals inside a forward pass, one repetition at a time.
+
+    Usage::
+
+        timer = OpTimer(device)
+        for rep in range(reps):
+            timer.begin_rep()
+            with maybe_op("qk"):   # under activate(timer)
+                ...
+            timer.end_rep()          # CUDA: one synchronize, then events are resolved
+        stats = timer.stats()        # {op: Stats}
+
+    Outside a repetition ``start``/``stop`` record nothing (warm-up passes run the same code). An op
+    that runs several times in one repetition (``q_proj`` once per decoder layer) yields several
+    intervals; :meth:`stats` takes their mean per repetition (the op's time in one layer) and then
+    order statistics across repetitions.
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = as_device(device)
+        self.cuda = self.device.type == "cuda"
+        self._open: dict[str, list] = {}
+        self._pending: list[tuple[str, object, object]] = []
+        self._reps: list[dict[str, list[float]]] = []
+        self._in_rep = False
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def start(self, op: str) -> None:
+        if self._in_rep:
+            self._open.setdefault(op, []).append(self._mark())
+
+    def stop(self, op: str) -> None:
+        if not self._in_rep:
+            return
+        stack = self._open.get(op)
+        if not stack:
+            raise TimingError(f"op {op!r}: stop() without a matching start()")
+        begin = stack.pop()
+        self._pending.append((op, begin, self._mark()))
+
+    def begin_rep(self) -> None:
+        self._open.clear()
+        self._pending.clear()
+        self._in_rep = True
+
+    def end_rep(self) -> None:
+        """Close a repetition and keep its intervals (seconds per op)."""
+        self._in_rep = False
+        unclosed = [op for op, stack in self._open.items() if stack]
+        if unclosed:
+            self._open.clear()
+            self._pending.clear()
+            raise TimingError(f"op {unclosed[0]!r}: start() without a matching stop() in this repetition")
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        rep: dict[str, list[float]] = {}
+        for op, begin, end in self._pending:
+            seconds = begin.elapsed_time(end) * 1e-3 if self.cuda else end - begin
+            rep.setdefault(op, []).append(seconds)
+        self._pending.clear()
+        for op, values in rep.items():
+            check_samples(values, op)
+        self._reps.append(rep)
+
+    def ops(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for rep in self._reps:
+            for op in rep:
+                seen.setdefault(op, None)
+        return list(seen)
+
+    def counts(self) -> dict[str, int]:
+        """Intervals per repetition for each op (e.g. the number of decoder layers)."""
+        return {op: len(self._reps[-1].get(op, [])) for op in self.ops()} if self._reps else {}
+
+    def stats(self) -> dict[str, Stats]:
+        """Per op: order statistics across repetitions of the op's mean interval in a repetition."""
+        threads = None if self.cuda else torch.get_num_threads()
+        out = {}
+        for op in self.ops():
+            per_rep = []
+            for rep in self._reps:
+                values = rep.get(op)
+                if not values:
+                    raise TimingError(f"op {op!r}: missing from some repetitions")
+                per_rep.append(sum(values) / len(values))
+            out[op] = Stats.from_samples(per_rep, op=op, threads=threads)
+        return out
+
+
+# A module-level "current" timer lets code deep inside a forward pass (the attention function
+# registered with transformers) find the timer without threading it through model kwargs.
+_ACTIVE: list[OpTimer] = []
+
+
+def active_timer() -> OpTimer | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextmanager
+def activate(timer: OpTimer):
+    _ACTIVE.append(timer)
+    try:
+        yield timer
+    finally:
+        _ACTIVE.remove(timer)
+
+
+@contextmanager
+def maybe_op(name: str):
+    """``with maybe_op("qk"):`` — timed if an OpTimer is active, free otherwise."""
+    timer = active_timer()
+    if timer is None:
+        yield
+        return
+    timer.start(name)
+    try:
+        yield
+    finally:
+        timer.stop(name)

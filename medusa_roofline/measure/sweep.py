@@ -1,0 +1,244 @@
+"""The measured sweep: time a decode step of the real (HF) model, per op and as a whole.
+
+For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and a grid of
+(batch, kv_len) points:
+
+* **KV cache.** A ``transformers.DynamicCache`` holding ``kv_len`` tokens per layer, filled with
+  random K/V *directly* (``cache.update`` per layer) rather than by prefilling random tokens.
+  Why: a decode step's cost depends only on the cache's shape and dtype, never on its values;
+  prefill through the eager model would cost O(kv_len) model work per point and materialise the
+  quadratic ``[b, heads, kv_len, kv_len]`` score matrix (Llama-33B, b=16, kv_len=2048, fp16:
+  7 GB), dwarfing the step we want to time and causing spurious OOMs.
+* **Step.** ``ar``: one token per row. ``medusa-N``: the N-token tree built with
+  ``tree.build_tree`` on the acceptance table, fed through the model with the additive 4-D tree
+  mask and tree position ids on the cache, then the base LM head on all N positions (the base
+  model verifies every candidate) and the Medusa heads on the final hidden states of all N tree
+  positions, as Medusa's reference ``tree_decoding`` does. Both modes pass a precomputed 4-D
+  additive mask (zeros ``[b,1,1,kv_len+1]`` for ar, identical to what eager's causal-mask builder
+  makes for one query token), so neither pays HF mask construction inside the timed step.
+  The transformer is run as ``model.model(...)`` then ``model.lm_head(...)``, which is exactly
+  ``LlamaForCausalLM.forward`` with ``logits_to_keep=0``; the hidden states also feed the heads.
+* **Cache restore.** After every repetition the cache is cropped back to ``kv_len``
+  (``DynamicCache.crop(-q_len)``) and its length checked, so every rep sees the same cache.
+  Note that HF's ``DynamicLayer.update`` appends with ``torch.cat``, i.e. it copies the whole
+  layer cache each step; that copy is part of the ``step`` time (it is what HF decoding costs)
+  but of no per-op row.
+* **Whole step** (op ``step``) is timed in its own pass with plain ``eager`` attention and no
+  hooks, so instrumentation cannot inflate it.
+* **Per-op** timings come from a second pass: forward pre/post hooks on the ``nn.Linear``
+  modules ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, an
+  explicit interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv``
+  timed *inside* attention by :func:`timed_attention_forward`, registered with transformers'
+  ``AttentionInterface`` as ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per
+  decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
+  of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
+  reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
+* **OOM.** ``torch.OutOfMemoryError`` (CUDA) or ``MemoryError`` at a point records every op of
+  that point with status ``oom`` and NaN times. ``max_memory_bytes`` simulates a memory cap: a
+  point whose :func:`estimate_working_set_bytes` exceeds it is recorded ``oom`` without running.
+* **Checkpoints.** With ``checkpoint_dir`` every measured point (ok or oom) is saved as soon as it
+  is measured (:mod:`.checkpoint`), after :func:`~.tables.validate_measured` has accepted it, and a
+  rerun of the same measurement reuses the saved points instead of measuring them again.
+
+Every (op, batch, kv_len) becomes one row with the columns in :data:`COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..analytic.costmodel import measured_ops
+from ..analytic.memory import estimate_working_set_bytes
+from ..core.codedeps import code_digest
+from ..core.devices import dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
+from ..core.errors import ConfigError
+from ..core.provenance import provenance
+from ..decoding.heads import random_heads
+from ..decoding.tree import build_tree, load_acceptance_table
+from ..decoding.tree_buffers import tree_buffers
+from ..models.load import build_model
+from ..models.source import model_dims, model_name
+from . import checkpoint
+from .grid import check_reps, parse_mode, positive_ints
+from .instrument import attention_implementation, linear_hooks, register_timed_attention
+from .op_timer import OpTimer, activate
+from .step import DecodeStep
+from .table import COLUMNS, validate_measured
+from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_cache, time_callable
+
+
+def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scope: str) -> dict:
+    row = dict(base)
+    row.update(op=op, scope=scope, calls=calls, status=status)
+    if stats is None:
+        row.update(time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan)
+    else:
+        row.update(time_s_median=stats.median, time_s_p10=stats.p10, time_s_p90=stats.p90)
+    return row
+
+
+def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool = True) -> dict[str, Stats]:
+    """Time one point: the uninstrumented step, then the per-op pass. Returns {op: Stats}."""
+    model = step.model
+    results: dict[str, Stats] = {}
+    with torch.inference_mode():
+        with attention_implementation(model, "eager"):
+            results["step"] = time_callable(step.step, device, warmup, reps, flush_l2, after=step.reset, op="step")
+        timer = OpTimer(device)
+        name = register_timed_attention()
+        with attention_implementation(model, name), linear_hooks(model), activate(timer):
+            for _ in range(warmup):  # no rep open: start/stop are no-ops
+                step.step()
+                step.reset()
+            for _ in range(reps):
+                if flush_l2:
+                    flush_cache(device)
+                timer.begin_rep()
+                step.step()
+                timer.end_rep()
+                step.reset()
+        results.update(timer.stats())
+        results["_calls"] = timer.counts()
+    return results
+
+
+def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", device="cpu", layers: int | None = None,
+              reps: int = 10, warmup: int = 3, acceptance_table=None, max_memory_bytes: int | None = None,
+              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None):
+    """Measure one mode over the (batch, kv_len) grid; one row per (op, batch, kv_len).
+
+    ``acceptance_table``: an array ``[num_heads, top_k]``, a CSV path, or None for the default
+    table (medusa modes only; the number of Medusa heads is its row count). ``layers``: decoder
+    layers to instantiate (default: all). Rows are in grid order (batch, then kv_len).
+
+    ``checkpoint_dir``: save every measured point there (:mod:`.checkpoint`) and reuse points a
+    killed run of the same measurement saved; the caller removes it once the table is written.
+    """
+    m = parse_mode(mode)
+    batches = positive_ints(batches, "batch")
+    kv_lens = positive_ints(kv_lens, "kv_len")
+    check_reps(reps, warmup)
+    dims = model_dims(model_source)
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= dims.layers):
+        raise ConfigError(f"layers: {layers!r} is outside 1..{dims.layers} for model {model_source!r}")
+    n_layers = dims.layers if layers is None else layers
+    if dims.max_positions and max(kv_lens) + m.q_len > dims.max_positions:
+        raise ConfigError(
+            f"kv_len: {max(kv_lens)} + {m.q_len} query token(s) exceeds the model's "
+            f"max_position_embeddings {dims.max_positions}; allowed kv_len <= {dims.max_positions - m.q_len}"
+        )
+    if max_memory_bytes is not None and (isinstance(max_memory_bytes, bool) or not isinstance(max_memory_bytes, int)
+                                         or max_memory_bytes <= 0):
+        raise ConfigError(f"max_memory_bytes: must be a positive integer or null, got {max_memory_bytes!r}")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    elem = torch.tensor([], dtype=torch_dtype).element_size()
+
+    buffers, num_heads = None, 0
+    if m.phase == "medusa":
+        if acceptance_table is None or isinstance(acceptance_table, (str, bytes)) or hasattr(acceptance_table, "__fspath__"):
+            table = load_acceptance_table(acceptance_table)
+        else:
+            table = np.asarray(acceptance_table, dtype=np.float64)
+        buffers = tree_buffers(build_tree(table, m.q_len), dev)
+        num_heads = int(table.shape[0])
+
+    flush_bytes = 0
+    if flush_l2:
+        flush_bytes = CUDA_FLUSH_BYTES if dev.type == "cuda" else CPU_FLUSH_BYTES
+    points = [(b, s) for b in batches for s in kv_lens]
+    estimates = {
+        (b, s): estimate_working_set_bytes(dims, n_layers, b, s, m.q_len, elem, num_heads, flush_bytes)
+        for b, s in points
+    }
+    runnable = [p for p in points if max_memory_bytes is None or estimates[p] <= max_memory_bytes]
+
+    prov = provenance(dev)
+    common = {
+        "bench": "sweep", "model": model_name(model_source), "device": str(dev), "device_name": prov["device_name"],
+        "mode": m.name, "phase": m.phase, "candidates": m.candidates, "q_len": m.q_len, "layers": n_layers,
+        "heads": dims.heads, "kv_heads": dims.kv_heads, "head_dim": dims.head_dim,
+        "dtype": dtype_name(torch_dtype), "attention_backend": "eager", "kernel": "eager", "reps": reps,
+        "warmup": warmup, "threads": torch.get_num_threads(),
+        "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
+        "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"], "hostname": prov["hostname"], "seed": seed,
+    }
+
+    ops = measured_ops(m.phase)
+    key = {
+        "what": "sweep", "model": checkpoint.model_fingerprint(model_source), "mode": m.name,
+        "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
+        "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2,
+        "max_memory_bytes": max_memory_bytes, "threads": common["threads"],
+        "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if m.phase == "medusa" else None,
+        "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
+        "code": code_digest(__name__),
+    }
+    ckpt = checkpoint.open_checkpoint(checkpoint_dir, key)
+    saved = {}
+    if ckpt is not None:
+        for p in runnable:
+            point_rows = ckpt.load(p)
+            if point_rows is not None:
+                saved[p] = point_rows
+        ckpt.log_resumed(len(runnable), f"sweep {model_name(model_source)} {m.name}")
+    to_measure = [p for p in runnable if p not in saved]
+
+    model = heads = None
+    rows = []
+    try:
+        if to_measure:
+            try:
+                model = build_model(model_source, torch_dtype, dev, layers=layers, seed=seed, attn_implementation="eager")
+                if m.phase == "medusa":
+                    heads = random_heads(model, num_heads=num_heads, seed=seed)
+            except Exception as exc:  # noqa: BLE001 - only OOM is recorded, everything else re-raised
+                if not is_oom(exc):
+                    raise
+                model = heads = None
+                runnable = list(saved)
+        if model is None:
+            free_memory(dev)
+        bar = tqdm(points, desc=f"sweep {model_name(model_source)} {m.name}", disable=not progress, unit="pt")
+        for b, s in bar:
+            base = dict(common, batch=b, kv_len=s, keys=s + m.q_len, est_bytes=estimates[(b, s)])
+            if (b, s) in saved:
+                rows += saved[(b, s)]
+                continue
+            if (b, s) not in runnable:
+                rows += [_row(base, op, None, "oom", n_layers if sc == "layer" else 1, sc) for op, sc in ops]
+                continue
+            step, oom = None, False
+            try:
+                step = DecodeStep(model, m, b, s, heads=heads, buffers=buffers, seed=seed)
+                result = measure_point(step, dev, reps, warmup, flush_l2)
+            except Exception as exc:  # noqa: BLE001 - only OOM is recorded, everything else re-raised
+                if not is_oom(exc):
+                    raise
+                oom = True
+            step = None  # free the cache (and, after an OOM, the frames the traceback held) first
+            if oom:
+                free_memory(dev)
+                point_rows = [_row(base, op, None, "oom", n_layers if sc == "layer" else 1, sc) for op, sc in ops]
+            else:
+                calls = result.pop("_calls")
+                missing = [op for op, _ in ops if op not in result]
+                if missing:
+                    raise RuntimeError(f"op {missing[0]!r} was never timed at batch={b} kv_len={s}; "
+                                       "is the model Llama-like?")
+                point_rows = [_row(base, op, result[op], "ok", calls.get(op, 1), sc) for op, sc in ops]
+                free_memory(dev)
+            validate_measured(pd.DataFrame(point_rows, columns=COLUMNS))  # a bad point is never saved
+            if ckpt is not None:
+                ckpt.save((b, s), point_rows)
+            rows += point_rows
+    finally:
+        del model, heads
+        free_memory(dev)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df

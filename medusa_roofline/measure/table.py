@@ -1,0 +1,64 @@
+"""The measured table: its columns, and the check that keeps an impossible measurement from being written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.errors import MeasurementError
+from ..core.io import write_csv
+
+COLUMNS = [
+    "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls",
+    "candidates", "batch", "kv_len", "q_len", "keys", "layers", "heads", "kv_heads", "head_dim",
+    "dtype", "attention_backend", "kernel", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
+    "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit", "git_dirty", "hostname", "seed",
+]
+"""Columns of every measured table (sweep and micro-benchmark rows alike)."""
+
+POINT_KEY = ("model", "mode", "op", "batch", "kv_len")
+TIME_COLUMNS = ("time_s_median", "time_s_p10", "time_s_p90")
+STATUSES = ("ok", "oom")
+
+
+def _point(row) -> str:
+    return " ".join(f"{c}={row[c]}" for c in POINT_KEY if c in row)
+
+
+def validate_measured(df: pd.DataFrame) -> pd.DataFrame:
+    """Reject what cannot be a measurement before it is written; returns ``df`` unchanged.
+
+    Every row needs a status in :data:`STATUSES`. ``ok`` rows need finite, positive times with
+    ``p10 <= median <= p90``; ``oom`` rows (never ran) carry NaN times and are allowed. The error
+    names the point (model, mode, op, batch, kv_len).
+    """
+    missing = [c for c in (*POINT_KEY, *TIME_COLUMNS, "status") if c not in df.columns]
+    if missing:
+        raise MeasurementError(f"measured table lacks column(s) {', '.join(missing)}")
+    for row in df.to_dict("records"):
+        status = row["status"]
+        if status not in STATUSES:
+            raise MeasurementError(f"point {_point(row)}: status {status!r} is not one of {', '.join(STATUSES)}")
+        if status != "ok":
+            continue
+        times = {}
+        for col in TIME_COLUMNS:
+            try:
+                value = float(row[col])
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value) or value <= 0:
+                raise MeasurementError(f"point {_point(row)}: {col} is {row[col]!r}; a measured (status ok) time "
+                                       "must be a finite number of seconds > 0")
+            times[col] = value
+        if not times["time_s_p10"] <= times["time_s_median"] <= times["time_s_p90"]:
+            raise MeasurementError(f"point {_point(row)}: p10 {times['time_s_p10']!r} <= median "
+                                   f"{times['time_s_median']!r} <= p90 {times['time_s_p90']!r} does not hold")
+    return df
+
+
+def write_measured_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """:func:`validate_measured`, then the atomic :func:`write_csv`: a bad table is never written."""
+    write_csv(validate_measured(df), path)

@@ -1,0 +1,134 @@
+"""Build or load a Llama-family model with transformers, and record what a measurement ran on.
+
+Presets get seeded random weights; a local checkpoint loads its real weights from safetensors (or
+``pytorch_model*.bin`` with ``weights_only=True``). Nothing reaches a hub and remote code never runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from ..core.devices import resolve_dtype
+from ..core.errors import ConfigError
+from ..core.io import sha256_file
+from .source import (
+    LLAMA_FAMILY,
+    checkpoint_weights,
+    dims_from_config,
+    is_preset,
+    model_name,
+    read_config_json,
+    resolve_source,
+)
+
+SPEC_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def load_hf_config(source: str, key: str = "model"):
+    """AutoConfig from a preset or local directory (offline, no remote code), checked to be Llama-family."""
+    read_config_json(source, key)
+    directory = resolve_source(source, key)
+    try:
+        cfg = AutoConfig.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{key}: cannot read {directory / 'config.json'}: {exc}") from exc
+    if getattr(cfg, "model_type", None) not in LLAMA_FAMILY:
+        raise ConfigError(
+            f"{key}: {directory / 'config.json'} has model_type {getattr(cfg, 'model_type', None)!r}; "
+            f"only Llama-family models ({', '.join(sorted(LLAMA_FAMILY))}) are supported"
+        )
+    return cfg
+
+
+def build_model(source: str, dtype, device="cpu", layers: int | None = None, seed: int = 0,
+                attn_implementation: str = "eager"):
+    """A LlamaForCausalLM on ``device``: from_pretrained for a checkpoint, random weights otherwise.
+
+    ``layers`` instantiates only the first N decoder layers (per-layer ops are identical, so
+    timing Llama 33B on one GPU needs only a couple of full-width layers).
+    """
+    cfg = load_hf_config(source)
+    dims = dims_from_config(cfg)
+    if layers is not None:
+        if layers < 1 or layers > dims.layers:
+            raise ConfigError(f"layers: {layers} is outside 1..{dims.layers} for model {source!r}")
+        cfg.num_hidden_layers = layers
+    cfg._attn_implementation = attn_implementation
+    directory = resolve_source(source)
+    weights = checkpoint_weights(source)
+    if weights:
+        safetensors = weights[0].suffix == ".safetensors"
+        try:
+            model, info = AutoModelForCausalLM.from_pretrained(
+                directory, config=cfg, dtype=dtype, trust_remote_code=False, local_files_only=True,
+                use_safetensors=safetensors, weights_only=True, output_loading_info=True,
+            )
+        except (MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - pickle/safetensors/size errors have no common base
+            unsafe = type(exc).__name__ in ("UnpicklingError", "SafetensorError", "HeaderTooLarge")
+            mismatch = isinstance(exc, RuntimeError) and "mismatch" in str(exc)
+            if not (unsafe or mismatch or isinstance(exc, (OSError, ValueError))):
+                raise
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""]
+            if unsafe:
+                raise ConfigError(
+                    f"model: refusing to load the checkpoint in {directory} ({type(exc).__name__}: {first[0][:200]}); "
+                    "weights are read only from safetensors or with torch.load(weights_only=True), never by "
+                    "unpickling arbitrary objects; save it with save_pretrained(dir, safe_serialization=True)"
+                ) from exc
+            hint = "the weights do not match its config.json" if mismatch else "is it a complete HF checkpoint?"
+            raise ConfigError(f"model: cannot load the checkpoint in {directory} "
+                              f"({type(exc).__name__}: {first[0][:300]}); {hint}") from exc
+        # Unexpected keys are fine (layers beyond ``layers`` are dropped); missing or mismatched
+        # ones would silently be random: the checkpoint does not match its config.json.
+        bad = sorted(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise ConfigError(f"model: the checkpoint in {directory} does not match its config.json: "
+                              f"missing or mis-shaped weights {shown}")
+    else:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, trust_remote_code=False)
+    return model.to(device).eval()
+
+
+def model_spec(source: str, dtype: str, device: str, layers: int | None = None) -> dict:
+    """What a measurement ran on: architecture, size, instantiated layers, and file hashes.
+
+    A checkpoint is loaded for real (proving it loads); a preset is built on the meta device,
+    which counts parameters exactly without allocating them.
+    """
+    if dtype not in SPEC_DTYPES:
+        raise ConfigError(f"dtype: {dtype!r} is not supported; allowed are {', '.join(SPEC_DTYPES)}")
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        resolve_dtype(dtype, device)  # bfloat16 on a GPU without it stops here, before spec.json exists
+    cfg = load_hf_config(source)
+    dims = dims_from_config(cfg)
+    n_layers = dims.layers if layers is None else layers
+    if n_layers < 1 or n_layers > dims.layers:
+        raise ConfigError(f"layers: {layers} is outside 1..{dims.layers} for model {source!r}")
+    directory = resolve_source(source)
+    weights = checkpoint_weights(source)
+    torch_dtype = getattr(torch, dtype)
+    if weights:
+        model = build_model(source, torch_dtype, "cpu", n_layers)
+    else:
+        with torch.device("meta"):
+            model = build_model(source, torch_dtype, "meta", n_layers)
+    return {
+        "model": model_name(source),
+        "source": "preset" if is_preset(source) else str(directory),
+        "architecture": (getattr(cfg, "architectures", None) or [type(model).__name__])[0],
+        "model_type": cfg.model_type,
+        "dims": dims.to_dict(),
+        "layers_instantiated": n_layers,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights": "checkpoint" if weights else "random (seeded, from config)",
+        "dtype": dtype,
+        "device": device,
+        "sha256": {p.name: sha256_file(p) for p in [directory / "config.json", *weights]},
+    }

@@ -1,0 +1,1 @@
+"""Reproducibility: the config resolved once at the edge, and run archives that regenerate every figure."""

@@ -1,0 +1,1 @@
+"""Results: metrics (measured rows against the cost model and the roofs), speedup, and every figure."""

@@ -1,0 +1,257 @@
+"""Charts of measured rows (and the speedup chart, analytic or measured), each returned as ``(fig, points)``.
+
+``points`` holds exactly what is drawn, one row per marker or line vertex, with its ``series``
+(the legend label), ``source`` (``analytic`` | ``measured``), ``device`` and ``provenance``;
+:func:`.roofline.save_figure` writes the figure and that table.
+
+* :func:`qkpv_medusa_measured` — measured qk/pv dots; datasheet roof dashed, measured roof dotted.
+* :func:`qkpv_backends` — measured eager qk/pv dots beside fused ``attn`` dots (SDPA, FlexAttention).
+* :func:`speedup_figure` — simulated or measured speedup vs candidates, one line per seq_len.
+* :func:`measured_vs_analytic` — achieved FLOP/s against the cost model's bound, per op.
+
+Series naming, colours and axes follow :mod:`.roofline` and :mod:`.style`.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+
+from ..analytic.hardware import Hardware, measured_roofs
+from . import roofline, style
+from .metrics import provenance_label
+from .roofline import POINT_COLUMNS, data_limits, draw_measured_roofs, new_axes, scatter_series
+
+MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "sanity"]
+
+
+def measured_point_frame(sel: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
+    """Metrics rows -> POINT_COLUMNS (+ bench, dtype, shapes run, time, sanity); y = achieved FLOP/s."""
+    sel = sel.copy()
+    sel["source"] = "measured"
+    sel["hardware"] = hardware
+    sel["flops_per_s"] = sel["achieved_flops_per_s"]
+    sel["provenance"] = [provenance_label(r) for _, r in sel.iterrows()]
+    for col in MEASURED_EXTRA:
+        if col not in sel.columns:
+            sel[col] = ""
+    return sel[POINT_COLUMNS + MEASURED_EXTRA].reset_index(drop=True)
+
+
+def _backend(frame: pd.DataFrame) -> pd.Series:
+    """Each row's attention backend (``eager`` for tables written before the column existed)."""
+    if "attention_backend" not in frame.columns:
+        return pd.Series("eager", index=frame.index)
+    return frame["attention_backend"].fillna("eager").astype(str)
+
+
+def qkpv_measured_points(metrics: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
+    """Measured (eager) qk/pv dots: micro-benchmark rows when there are any, else the sweep's per-op rows."""
+    sel = metrics[metrics["op"].isin(["qk", "pv"]) & metrics["phase"].isin(["ar", "medusa"])
+                  & (_backend(metrics) == "eager")].copy()
+    if "bench" in sel.columns and (sel["bench"] == "microbench").any():
+        sel = sel[sel["bench"] == "microbench"]
+    sel["series"] = [roofline.ar_series_name() if p == "ar" else roofline.medusa_series_name(int(c))
+                     for p, c in zip(sel["phase"], sel["candidates"])]
+    sel = sel.sort_values(["phase", "candidates", "batch", "kv_len", "op"], kind="stable")
+    return measured_point_frame(sel, hardware)
+
+
+def measured_roofline_axes(points: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, size):
+    """Log-log axes fitted to the points and both roofs: datasheet dashed (when known), measured dotted."""
+    dtype = points["dtype"].iloc[0] if len(points) else None
+    peak, bandwidth = measured_roofs(ceilings, dtype)
+    peaks, ridges = [peak], [peak / bandwidth]
+    if datasheet is not None:
+        peaks.append(datasheet.peak_flops)
+        ridges.append(datasheet.ridge)
+    xlim, ylim = data_limits(points["oi"], points["flops_per_s"], peaks, ridges)
+    fig, ax = new_axes(size)
+    style.log_axes(ax, xlim, ylim)
+    if datasheet is not None:
+        roofline.draw_roofs(ax, datasheet, xlim, linestyle="--")
+    draw_measured_roofs(ax, peak, bandwidth, xlim)
+    return fig, ax
+
+
+def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, title: str,
+                         size=(6.0, 4.2), marker_size: float = 18):
+    """Measured qk/pv on the local device with the datasheet roof (dashed, when known) and the
+    measured roof (dotted, ridge marked); returns ``(fig, points)``."""
+    points = qkpv_measured_points(metrics, datasheet.key if datasheet is not None else "")
+    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size)
+    if len(points):
+        scatter_series(ax, points, roofline.series_colors(points), roofline.series_order(points),
+                        marker_size=marker_size)
+    else:
+        ax.text(0.5, 0.5, "no measured qk/pv rows", transform=ax.transAxes, ha="center")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="xx-small")
+    return fig, points
+
+
+BACKEND_MARKERS = {"eager": "o", "sdpa": "s", "flex": "^"}
+BACKEND_LABELS = {"eager": "eager qk/pv (unfused: scores in memory)", "sdpa": "SDPA attn (fused)",
+                  "flex": "FlexAttention attn (fused)"}
+BACKEND_EXTRA = ["attention_backend", "kernel"]
+
+
+def backend_series_prefix(backend: str) -> str:
+    return "qk/pv eager" if backend == "eager" else f"attn {backend}"
+
+
+def qkpv_backends_points(metrics: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
+    """Eager qk/pv dots and fused ``attn`` dots of every other backend, ar and Medusa.
+
+    Micro-benchmark rows when there are any, else the sweep's. Series: ``qk/pv eager ar``,
+    ``qk/pv eager Medusa (# cand.: N)``, ``attn sdpa ar``, ``attn flex Medusa (# cand.: N)``, …;
+    rows sorted by backend (eager, sdpa, flex), phase, candidates, batch, kv_len, op."""
+    backend = _backend(metrics)
+    wanted = ((backend == "eager") & metrics["op"].isin(["qk", "pv"])) | ((backend != "eager") & (metrics["op"] == "attn"))
+    sel = metrics[wanted & metrics["phase"].isin(["ar", "medusa"])].copy()
+    sel["attention_backend"] = _backend(sel)
+    if "kernel" not in sel.columns:
+        sel["kernel"] = ""
+    sel["kernel"] = sel["kernel"].fillna("").astype(str)
+    if "bench" in sel.columns and (sel["bench"] == "microbench").any():
+        sel = sel[sel["bench"] == "microbench"]
+    sel["series"] = [roofline.ar_series_name(backend_series_prefix(be)) if p == "ar"
+                     else roofline.medusa_series_name(int(c), backend_series_prefix(be))
+                     for be, p, c in zip(sel["attention_backend"], sel["phase"], sel["candidates"])]
+    rank = {be: i for i, be in enumerate(BACKEND_MARKERS)}
+    sel = sel.assign(_b=sel["attention_backend"].map(rank).fillna(len(rank)))
+    sel = sel.sort_values(["_b", "attention_backend", "phase", "candidates", "batch", "kv_len", "op"], kind="stable")
+    frame = measured_point_frame(sel.drop(columns="_b"), hardware)
+    for col in BACKEND_EXTRA:
+        frame[col] = sel[col].to_numpy()
+    return frame
+
+
+def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, title: str,
+                  size=(6.0, 4.2), marker_size: float = 18):
+    """Eager qk/pv vs fused attention on the roofline: colour = candidates (grey: ar), marker = backend;
+    datasheet roof dashed (when known), measured roof dotted. Returns ``(fig, points)``.
+
+    Eager dots are capped near OI n·d/(n+d) by the score traffic; fused dots move right (the score
+    matrix never reaches memory), towards OI ≈ 2n/e for s ≫ n (n in float16, MHA)."""
+    points = qkpv_backends_points(metrics, datasheet.key if datasheet is not None else "")
+    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size)
+    cands = sorted(points.loc[points["phase"] == "medusa", "candidates"].unique())
+    palette = style.sequential_palette(max(len(cands), 1))
+    cand_color = {c: palette[i] for i, c in enumerate(cands)}
+    for name in dict.fromkeys(points["series"]):
+        pts = points[points["series"] == name]
+        first = pts.iloc[0]
+        color = style.AR_COLOR if first["phase"] != "medusa" else cand_color[first["candidates"]]
+        ax.scatter(pts["oi"], pts["flops_per_s"], s=marker_size, color=color, label=name,
+                   marker=BACKEND_MARKERS.get(first["attention_backend"], "D"), edgecolor="white", linewidth=0.3,
+                   zorder=3 if first["attention_backend"] == "eager" else 4)
+    handles = [ln for ln in ax.lines if not ln.get_label().startswith("_")]  # the roofs
+    labels = [h.get_label() for h in handles]
+    for be in dict.fromkeys(points["attention_backend"]):
+        handles.append(Line2D([], [], ls="", marker=BACKEND_MARKERS.get(be, "D"), color="0.2", ms=5))
+        labels.append(BACKEND_LABELS.get(be, f"{be} attn (fused)"))
+    if (points["phase"] == "ar").any():
+        handles.append(Line2D([], [], ls="", marker="o", color=style.AR_COLOR, ms=5))
+        labels.append("ar")
+    for c in cands:
+        handles.append(Line2D([], [], ls="", marker="o", color=cand_color[c], ms=5))
+        labels.append(f"Medusa (# cand.: {c})")
+    if not len(points):
+        ax.text(0.5, 0.5, "no measured qk/pv or attn rows", transform=ax.transAxes, ha="center")
+    elif set(points["attention_backend"]) == {"eager"}:
+        ax.text(0.02, 0.98, "no fused backend measured (microbench.attention_backends)", transform=ax.transAxes,
+                ha="left", va="top", fontsize="x-small", color="0.3")
+    ax.set_title(title)
+    ax.legend(handles, labels, loc="lower right", fontsize="xx-small", ncol=2)
+    return fig, points
+
+
+def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", hardware: str = "") -> pd.DataFrame:
+    """Per op: achieved FLOP/s (y) against the cost model's bound at the same OI (x, ``roof`` roofs)."""
+    col = {"measured": "roof_measured_flops_per_s", "spec": "roof_spec_flops_per_s"}[roof]
+    sel = metrics[metrics[col].notna()].copy() if col in metrics.columns else metrics.iloc[0:0].copy()
+    bench = sel["bench"] if "bench" in sel.columns else pd.Series("sweep", index=sel.index)
+    label = [op if be == "eager" else f"{op} {be}" for op, be in zip(sel["op"], _backend(sel))]
+    sel["series"] = [op if b != "microbench" else f"{op} (microbench)" for op, b in zip(label, bench)]
+    op_order = {op: i for i, op in enumerate(ORDERED_OPS)}
+    sel = sel.assign(_b=(bench == "microbench").astype(int), _o=pd.Series(label, index=sel.index).map(op_order)
+                     .fillna(len(op_order)))
+    sel = sel.sort_values(["_b", "_o", "phase", "candidates", "batch", "kv_len"], kind="stable")
+    frame = measured_point_frame(sel.drop(columns=["_b", "_o"]), hardware)
+    frame["bound_flops_per_s"] = sel[col].to_numpy()
+    frame["bound_roof"] = roof
+    frame["frac_of_bound"] = frame["flops_per_s"] / frame["bound_flops_per_s"]
+    return frame
+
+
+ORDERED_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj",
+               "down_proj", "lm_head", "medusa_heads", "step", "attn sdpa", "attn flex")
+
+
+def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roof: str = "measured",
+                         hardware: str = "", marker_size: float = 14):
+    """Achieved vs analytic bound, one colour per op, with the y = x line (the bound) and 10 % of it;
+    returns ``(fig, points)``. Distance below the diagonal is the gap to the roofline."""
+    points = measured_vs_analytic_points(metrics, roof, hardware)
+    names = list(dict.fromkeys(points["series"]))
+    tab20 = sns.color_palette("tab20", 20)
+    palette = tab20[0::2] + tab20[1::2]  # 20 distinct colours, the strong ones first
+    op_index = {op: i for i, op in enumerate(ORDERED_OPS)}
+    colors = {name: palette[op_index.get(name.removesuffix(" (microbench)"), len(ORDERED_OPS)) % len(palette)]
+              for name in names}
+    markers = {name: ("s" if name.endswith("(microbench)") else ("*" if name == "step" else "o")) for name in names}
+    lo_hi = pd.concat([points["bound_flops_per_s"], points["flops_per_s"]])
+    lim, _ = data_limits(lo_hi, lo_hi)
+    fig, ax = new_axes(size)
+    style.log_axes(ax, lim, lim)
+    line = np.array(lim)
+    ax.plot(line, line, "-", color="0.3", lw=1.0, label="bound (measured = analytic)", zorder=1)
+    ax.plot(line, line * 0.1, ":", color="0.5", lw=0.8, label="10 % of bound", zorder=1)
+    scatter_series(ax, points, colors, names, x="bound_flops_per_s", y="flops_per_s",
+                    marker_size=marker_size, markers=markers)
+    which = "measured ceilings" if roof == "measured" else "datasheet"
+    ax.set_xlabel(f"Analytic bound (FLOP/s): cost model x {which}")
+    ax.set_ylabel("Measured (FLOP/s)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="xx-small", ncol=2)
+    return fig, points
+
+
+# ----------------------------------------------------------------------------------- speedup
+
+
+def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2)):
+    """Speedup vs candidates, one line per ``series`` (seq_len), coloured by kv_len.
+
+    Measured series get markers; when a table mixes sources, analytic lines are dashed.
+    Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
+    points = points.copy()
+    src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
+    points = (points.assign(_r=src_rank).sort_values(["_r", "kv_len", "series", "candidates"], kind="stable")
+              .drop(columns="_r").reset_index(drop=True))
+    style.apply_theme()
+    fig, ax = plt.subplots(figsize=size)
+    kv = sorted(points["kv_len"].unique())
+    palette = style.sequential_palette(max(len(kv), 1))
+    color = {s: palette[i] for i, s in enumerate(kv)}
+    mixed = points["source"].nunique() > 1
+    for name in dict.fromkeys(points["series"]):
+        pts = points[points["series"] == name]
+        measured = pts["source"].iloc[0] == "measured"
+        ax.plot(pts["candidates"], pts["speedup"], "-" if measured or not mixed else "--",
+                marker="o" if measured else None, ms=3.5, lw=1.4 if measured or not mixed else 1.0,
+                color=color[pts["kv_len"].iloc[0]], label=name)
+    ax.axhline(1.0, color="0.4", lw=0.8, ls=":", zorder=0)
+    ax.set_xlabel("# candidate tokens (root included)")
+    ax.set_ylabel("Speedup over autoregressive decoding")
+    if len(points):
+        ax.set_xlim(0, max(points["candidates"].max(), 1) * 1.03)
+    ax.set_ylim(bottom=0)
+    fig.suptitle(title, fontweight="bold", fontsize="medium")
+    ax.set_title(subtitle, fontsize="x-small")
+    ax.legend(loc="best", fontsize="x-small")
+    return fig, points

@@ -1,0 +1,301 @@
+"""One rendering path for every figure: ``render(kind, inputs, params) -> (fig, points)``.
+
+The Snakemake script of every figure rule (``scripts/figure.py``) and
+``python -m medusa_roofline regenerate`` both call :func:`render`, so a figure rebuilt from an
+archive goes through exactly the code that drew it in the workflow.
+
+* ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
+  kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
+  ``model_config`` (a model's ``config.json``: the shapes, never weights).
+* ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
+  of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
+  ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
+
+Beside every figure the workflow writes ``{stem}.recipe.json`` (:func:`make_recipe`): the kind,
+the input paths as read (relative to the working directory when inside it) and the params, so
+:func:`render_recipe` can redraw the figure and its points CSV from the recipe alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .. import __version__
+from ..analytic.hardware import detect_hardware, load_ceilings, load_table, measured_roofs, parse_entry
+from ..core.errors import ConfigError
+from ..core.io import write_json
+from ..decoding.tree import load_acceptance_table
+from ..models.source import dims_from_config
+from . import figures_analytic, figures_measured, roofline
+from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
+
+log = logging.getLogger("medusa_roofline.render")
+
+RECIPE_SUFFIX = ".recipe.json"
+RECIPE_VERSION = 1
+
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def plain(value):
+    """``value`` as plain JSON data (dicts, lists, str, numbers, bool, None): what a recipe can hold.
+
+    The workflow renders from this round-tripped form too, so a figure regenerated from its recipe
+    sees exactly the values the workflow saw."""
+    if hasattr(value, "items") and not isinstance(value, dict):
+        value = dict(value.items())
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"figure params must be plain JSON values (a recipe records them): {err}") from None
+
+
+def _size(params: dict) -> tuple[float, float]:
+    return (params["plot"]["width"], params["plot"]["height"])
+
+
+def _hardware(params: dict):
+    entry = params["hardware"]
+    return parse_entry(entry["key"], entry)
+
+
+def model_dims_file(path: str | Path):
+    """ModelDims from a ``config.json`` file (the shapes only: no weights, no transformers)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model config {path}: cannot read: {err}") from None
+    return dims_from_config(raw, str(path))
+
+
+def _datasheet_and_title(inputs: dict, params: dict, ceilings: dict):
+    datasheet = detect_hardware(load_table(inputs["hardware_table"]), ceilings["device_name"])
+    where = datasheet.display_name if datasheet is not None else ceilings["device_name"]
+    return datasheet, f"{params['model_display']}, {where} (measured)"
+
+
+# ------------------------------------------------------------------------------------ renderers
+
+
+def _qkpv_medusa(inputs: dict, params: dict):
+    hw = _hardware(params)
+    table = pd.read_csv(inputs["table"])
+    points = roofline.qkpv_points(table, params["attention"], provenance=figures_analytic.analytic_provenance())
+    return roofline.roofline_figure(points, hw, params["title"], size=_size(params)), points
+
+
+def _analytic_table_figure(draw_name: str):
+    def draw(inputs: dict, params: dict):
+        table = pd.read_csv(inputs["table"])
+        return getattr(figures_analytic, draw_name)(table, _hardware(params), params["title"], _size(params))
+
+    return draw
+
+
+def _speedup(inputs: dict, params: dict):
+    hw = _hardware(params)
+    s = params["speedup"]
+    points = analytic_speedup(
+        params["model"],
+        model_dims_file(inputs["model_config"]),
+        load_acceptance_table(inputs["acceptance"]),
+        hw.peak_flops,
+        hw.bandwidth,
+        params["dtype"],
+        s["batch"],
+        s["kv_len"],
+        range(1, s["max_candidates"] + 1),
+        hardware=hw.key,
+        fused=params["attention"] == "fused",
+        provenance=f"{figures_analytic.analytic_provenance()}; {ASSUMPTION}",
+    )
+    return figures_measured.speedup_figure(
+        points,
+        params["title"],
+        f"analytic roofline ({hw.display_name} datasheet), batch {s['batch']}, {params['dtype']}",
+        _size(params),
+    )
+
+
+def _qkpv_medusa_measured(inputs: dict, params: dict):
+    metrics = pd.read_csv(inputs["metrics"])
+    ceilings = load_ceilings(inputs["ceilings"])
+    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
+    return figures_measured.qkpv_medusa_measured(metrics, ceilings, datasheet, title, _size(params))
+
+
+def _qkpv_backends(inputs: dict, params: dict):
+    metrics = pd.read_csv(inputs["metrics"])
+    ceilings = load_ceilings(inputs["ceilings"])
+    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
+    return figures_measured.qkpv_backends(metrics, ceilings, datasheet, f"{title}: eager vs fused attention", _size(params))
+
+
+def _measured_vs_analytic(inputs: dict, params: dict):
+    metrics = pd.read_csv(inputs["metrics"])
+    ceilings = load_ceilings(inputs["ceilings"])
+    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
+    hardware = datasheet.key if datasheet is not None else ""
+    return figures_measured.measured_vs_analytic(metrics, title, _size(params), hardware=hardware)
+
+
+def _speedup_measured(inputs: dict, params: dict):
+    metrics = pd.read_csv(inputs["metrics"])
+    ceilings = load_ceilings(inputs["ceilings"])
+    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
+    hardware = datasheet.key if datasheet is not None else ""
+    dims = model_dims_file(inputs["model_config"])
+    table = load_acceptance_table(inputs["acceptance"])
+    measured = measured_speedup(metrics, table, dims.layers, None, hardware)
+    batch = params["batch"]
+    if len(measured) and batch not in set(measured["batch"]):
+        batch = int(measured["batch"].max())
+        log.warning("speedup.batch %s was not measured; using batch %s", params["batch"], batch)
+    measured = measured[measured["batch"] == batch].reset_index(drop=True)
+    if measured.empty:
+        log.warning("no (ar, medusa-N) step pair measured: the figure is empty")
+    dtype = metrics["dtype"].iloc[0] if len(metrics) else "float16"
+    peak, bandwidth = measured_roofs(ceilings, dtype)
+    overlay = analytic_speedup(
+        params["model"],
+        dims,
+        table,
+        peak,
+        bandwidth,
+        dtype,
+        batch,
+        sorted(measured["kv_len"].unique()),
+        range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
+        hardware=hardware,
+        device=str(measured["device"].iloc[0]) if len(measured) else "",
+        provenance=f"{figures_analytic.analytic_provenance()} at measured roofs; {ASSUMPTION}",
+    )
+    overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
+    return figures_measured.speedup_figure(
+        pd.concat([df for df in (measured, overlay) if len(df)] or [measured], ignore_index=True),
+        title,
+        f"measured step times (markers) vs analytic roofline at the measured roofs (dashed), "
+        f"batch {batch}, {dtype}",
+        _size(params),
+    )
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """A figure kind: the input roles it reads, the point columns its markers sit at, and its renderer."""
+
+    roles: tuple[str, ...]
+    x: str
+    y: str
+    draw: Callable
+
+
+MEASURED_ROLES = ("metrics", "ceilings", "hardware_table")
+KINDS: dict[str, FigureKind] = {
+    "qkpv_medusa": FigureKind(("table",), "oi", "flops_per_s", _qkpv_medusa),
+    "all_ops": FigureKind(("table",), "oi", "flops_per_s", _analytic_table_figure("all_ops")),
+    "mlp_spec": FigureKind(("table",), "oi", "flops_per_s", _analytic_table_figure("mlp_spec")),
+    "speedup": FigureKind(("model_config", "acceptance"), "candidates", "speedup", _speedup),
+    "qkpv_medusa_measured": FigureKind(MEASURED_ROLES, "oi", "flops_per_s", _qkpv_medusa_measured),
+    "measured_vs_analytic": FigureKind(MEASURED_ROLES, "bound_flops_per_s", "flops_per_s", _measured_vs_analytic),
+    "speedup_measured": FigureKind(MEASURED_ROLES + ("acceptance", "model_config"), "candidates", "speedup",
+                                   _speedup_measured),
+    "qkpv_backends": FigureKind(MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
+}
+"""Every figure kind: the input roles it reads, where its points are drawn, and how."""
+
+
+def render(kind: str, inputs: dict[str, str], params: dict):
+    """Draw one figure of ``kind`` from its input files and params; returns ``(fig, points)``."""
+    if kind not in KINDS:
+        raise ConfigError(f"figure kind {kind!r} is unknown; known kinds: {', '.join(KINDS)}")
+    roles = KINDS[kind].roles
+    missing = [role for role in roles if role not in inputs]
+    if missing:
+        raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(roles)})")
+    return KINDS[kind].draw(inputs, params)
+
+
+# ------------------------------------------------------------------------------------- recipes
+
+
+def recorded_path(path: str | Path, cwd: str | Path | None = None) -> str:
+    """A path as a recipe records it: relative to ``cwd`` when inside it, else absolute (POSIX form)."""
+    cwd = Path(os.getcwd() if cwd is None else cwd).resolve()
+    p = Path(path)
+    absolute = Path(os.path.normpath(p if p.is_absolute() else cwd / p))
+    try:
+        return absolute.relative_to(cwd).as_posix()
+    except ValueError:
+        return absolute.as_posix()
+
+
+def make_recipe(kind: str, inputs: dict[str, str], params: dict, stem: str | Path,
+                cwd: str | Path | None = None) -> dict:
+    """What redraws a figure: kind, inputs (as :func:`recorded_path`), params and where it was written."""
+    params = plain(params)
+    formats = list(params.get("plot", {}).get("formats", []))
+    stem = recorded_path(stem, cwd)
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "kind": kind,
+        "inputs": {role: recorded_path(path, cwd) for role, path in sorted(inputs.items())},
+        "params": params,
+        "outputs": {"figures": [f"{stem}.{fmt}" for fmt in formats], "points": f"{stem}.csv"},
+        "medusa_roofline": __version__,
+    }
+
+
+def write_figure(fig, points: pd.DataFrame, stem: str | Path, params: dict) -> list[str]:
+    """``stem.{formats}`` and ``stem.csv`` (exactly the drawn points), as the plot params say."""
+    plot = params["plot"]
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    return roofline.save_figure(fig, points, stem, plot["formats"], plot["dpi"])
+
+
+def figure_inputs(kind: str, named) -> dict[str, str]:
+    """A job's named inputs that are figure inputs of ``kind`` (not e.g. the ``code`` modules)."""
+    return {role: str(path) for role, path in dict(named.items()).items()
+            if kind in KINDS and role in KINDS[kind].roles and isinstance(path, (str, os.PathLike))}
+
+
+def save(fig, points: pd.DataFrame, kind: str, inputs: dict[str, str], params: dict, points_path: str | Path,
+         recipe_path: str | Path) -> list[str]:
+    """Write the figure files, ``points_path`` (exactly the drawn points) and the recipe beside them."""
+    stem = str(points_path).removesuffix(".csv")
+    written = write_figure(fig, points, stem, params)
+    write_json(make_recipe(kind, inputs, params, stem), recipe_path)
+    return written + [str(recipe_path)]
+
+
+def load_recipe(path: str | Path) -> dict:
+    try:
+        recipe = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"recipe {path}: cannot read: {err}") from None
+    missing = [k for k in ("kind", "inputs", "params", "outputs") if k not in recipe]
+    if missing:
+        raise ConfigError(f"recipe {path}: lacks {', '.join(missing)}")
+    return recipe
+
+
+def render_recipe(recipe: dict, resolve: Callable[[str], str | Path] = str, out: str | Path = ".",
+                  formats: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Redraw a recipe's figure: inputs through ``resolve``, outputs under ``out`` at their recorded
+    relative paths. Returns (files written, inputs as resolved)."""
+    inputs = {role: str(resolve(path)) for role, path in recipe["inputs"].items()}
+    params = dict(recipe["params"])
+    if formats is not None:
+        params["plot"] = dict(params["plot"], formats=list(formats))
+    fig, points = render(recipe["kind"], inputs, params)
+    stem = Path(out) / recipe["outputs"]["points"].lstrip("/").removesuffix(".csv")
+    return write_figure(fig, points, stem, params), inputs

@@ -1,0 +1,136 @@
+"""Simulated Medusa speedup vs the number of candidate tokens (the paper's appendix figure).
+
+speedup(c, seq_len) = E[tokens per step | tree of c candidates] / (T_medusa(c) / T_ar)
+
+* **Expected tokens per step.** For the greedy tree of c candidates (``tree.build_tree``; c counts
+  the root, so the tree has c - 1 paths) ``E = 1 + sum over tree nodes of prod_i table[i, r_i]``
+  along the node's path ``(r_0, r_1, ...)``. Assumption: acceptance events of different heads are
+  independent (a node is accepted iff each head on its path proposed the right token at that rank,
+  with the table's marginal probability), as in the Medusa paper's tree construction. The root
+  (the base model's own token) is always accepted. c = 1 is plain decoding plus heads: E = 1.
+* **Step latency, analytic** (:func:`step_latency`): the roofline time of every op,
+  ``max(flops / peak, bytes / bandwidth)``, summed over the per-layer ops x layers, plus
+  ``lm_head`` on the n query tokens, plus for the Medusa step K Medusa heads (each a ``hidden x
+  hidden`` residual linear and a ``hidden x vocab`` projection) on **1 token per sequence**: only
+  the accepted token's hidden state feeds the next proposals. Shapes follow the paper's
+  accounting (``costmodel.phase_shape``): AR n = 1, Medusa n = c, attention over s = seq_len keys.
+  Each op is assumed to run alone at its roof (no overlap, no launch overhead).
+* **Step latency, measured** (:func:`measured_speedup`): the ``step`` rows of a metrics/measured
+  table, ``medusa-c`` vs ``ar`` at the same (batch, kv_len). When fewer decoder layers were
+  instantiated than the model has, the layer part ``step - lm_head - medusa_heads`` (those from
+  their per-op rows) is scaled up to the model's depth. Note that the sweep's Medusa step runs the
+  heads on all c tree positions (as Medusa's reference ``tree_decoding`` does), not on one token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..analytic import costmodel
+from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, step_ops
+from ..core.dtypes import DTYPE_BYTES
+from ..decoding.tree import build_tree, expected_accept_length
+from ..models.source import ModelDims
+from .metrics import provenance_label
+
+COLUMNS = [
+    "series", "source", "model", "hardware", "device", "batch", "kv_len", "candidates", "expected_tokens",
+    "step_time_ar_s", "step_time_medusa_s", "latency_ratio", "speedup", "provenance",
+]
+ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
+
+
+def tree_paths(table, candidates: int) -> list[tuple[int, ...]]:
+    """The greedy tree of ``candidates`` nodes (root included); [] for 1 (the root alone)."""
+    if candidates == 1:
+        return []
+    return build_tree(table, int(candidates))
+
+
+def op_time(cost, peak: float, bandwidth: float) -> float:
+    """Roofline time of one op: the slower of its compute and its memory traffic."""
+    return max(cost.flops / peak, cost.bytes / bandwidth)
+
+
+def step_latency(dims: ModelDims, batch: int, q_len: int, kv_len: int, e: int, peak: float, bandwidth: float,
+                 num_heads: int = 0, head_layers: int = MEDUSA_HEAD_LAYERS, heads_tokens: int = 1,
+                 fused: bool = False, layers: int | None = None) -> float:
+    """Analytic step time: sum of per-op roofline times over ``layers`` (default all) decoder layers,
+    + lm_head on ``q_len`` tokens, + ``num_heads`` Medusa heads on ``heads_tokens`` tokens per sequence."""
+    layers = dims.layers if layers is None else layers
+    ops = step_ops(dims, batch, q_len, kv_len, e, layers, num_heads, head_layers, fused, heads_tokens)
+    return sum(k * op_time(cost, peak, bandwidth) for cost, k in ops)
+
+
+def analytic_speedup(model: str, dims: ModelDims, table, peak: float, bandwidth: float, dtype: str, batch: int,
+                     kv_lens, candidates, hardware: str = "", device: str = "", head_layers: int = MEDUSA_HEAD_LAYERS,
+                     fused: bool = False, provenance: str = "analytic cost model") -> pd.DataFrame:
+    """One row per (kv_len, candidates): expected tokens, both step latencies, their ratio, speedup."""
+    table = np.asarray(table, dtype=np.float64)
+    num_heads = int(table.shape[0])
+    e = DTYPE_BYTES[dtype]
+    expected = {c: expected_accept_length(table, tree_paths(table, c)) for c in sorted(set(candidates))}
+    rows = []
+    for s in sorted(set(kv_lens)):
+        n_ar, s_ar = costmodel.phase_shape("ar", 1, s)
+        t_ar = step_latency(dims, batch, n_ar, s_ar, e, peak, bandwidth, fused=fused)
+        for c, tokens in expected.items():
+            n_md, s_md = costmodel.phase_shape("medusa", c, s)
+            t_md = step_latency(dims, batch, n_md, s_md, e, peak, bandwidth, num_heads, head_layers, 1, fused)
+            rows.append({
+                "series": f"seq_len {s}", "source": "analytic", "model": model, "hardware": hardware,
+                "device": device, "batch": batch, "kv_len": s, "candidates": c, "expected_tokens": tokens,
+                "step_time_ar_s": t_ar, "step_time_medusa_s": t_md, "latency_ratio": t_md / t_ar,
+                "speedup": tokens / (t_md / t_ar), "provenance": provenance,
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _full_depth_step(group: pd.DataFrame, model_layers: int | None) -> tuple[float, str]:
+    """Step time, scaled to the model's depth when fewer layers ran: (seconds, how)."""
+    by_op = group.set_index("op")
+    step = float(by_op.loc["step", "time_s_median"])
+    ran = int(by_op.loc["step", "layers"]) if "layers" in by_op.columns and pd.notna(by_op.loc["step", "layers"]) else 0
+    if not model_layers or not ran or ran >= model_layers:
+        return step, "measured"
+    extra = [o for o in ("lm_head", "medusa_heads") if o in by_op.index]
+    if "lm_head" not in extra:
+        return step, f"measured ({ran} of {model_layers} layers, not scaled: no lm_head row)"
+    fixed = sum(float(by_op.loc[o, "time_s_median"]) for o in extra)
+    return (step - fixed) * model_layers / ran + fixed, f"measured, {ran} layers scaled to {model_layers}"
+
+
+def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = None, batch: int | None = None,
+                     hardware: str = "") -> pd.DataFrame:
+    """Speedup from measured ``step`` times: every (model, device, batch, kv_len) with an ok ``ar`` step
+    and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only."""
+    table = np.asarray(table, dtype=np.float64)
+    df = measured[(measured["status"].astype(str) == "ok")] if "status" in measured.columns else measured
+    if "bench" in df.columns:
+        df = df[df["bench"].astype(str) != "microbench"]
+    if batch is not None:
+        df = df[df["batch"] == batch]
+    df = df[df["op"].isin(["step", "lm_head", "medusa_heads"])]
+    steps = df[df["op"] == "step"]
+    rows = []
+    for (model, device, b, s), grp in df.groupby(["model", "device", "batch", "kv_len"], sort=True):
+        if not ((grp["op"] == "step") & (grp["phase"] == "ar")).any():
+            continue
+        t_ar, how_ar = _full_depth_step(grp[grp["phase"] == "ar"], model_layers)
+        medusa = grp[grp["phase"] == "medusa"]
+        for c, mgrp in medusa.groupby("candidates", sort=True):
+            if not (mgrp["op"] == "step").any():
+                continue
+            t_md, how_md = _full_depth_step(mgrp, model_layers)
+            tokens = expected_accept_length(table, tree_paths(table, int(c)))
+            first = steps[(steps["model"] == model) & (steps["device"] == device)].iloc[0]
+            how = how_md if how_md == how_ar else f"{how_ar} / {how_md}"
+            rows.append({
+                "series": f"seq_len {s}", "source": "measured", "model": model, "hardware": hardware,
+                "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
+                "expected_tokens": tokens, "step_time_ar_s": t_ar, "step_time_medusa_s": t_md,
+                "latency_ratio": t_md / t_ar, "speedup": tokens / (t_md / t_ar),
+                "provenance": f"{how}; {provenance_label(first)}",
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -28,7 +28,6 @@ os.environ.update(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/analytic.smk"
-include: "workflow/rules/plot.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/metrics.smk"

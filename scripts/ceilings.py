@@ -2,7 +2,7 @@
 
 from medusa_roofline.core.io import write_json
 from medusa_roofline.entry import logged
-from medusa_roofline.measure.ceilings import MIB, measure_ceilings
+from medusa_roofline.measure.ceilings import measure_ceilings
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821
@@ -11,7 +11,7 @@ with logged(snakemake):  # noqa: F821 (injected by Snakemake)
         p.dtype,
         reps=p.ceilings["reps"],
         warmup=p.ceilings["warmup"],
-        copy_bytes=p.ceilings["copy_mib"] * MIB,
+        copy_bytes=p.ceilings["copy_bytes"],
         matmul_n=p.ceilings["matmul_n"],
     )
     ceilings["device_label"] = snakemake.wildcards.device  # noqa: F821

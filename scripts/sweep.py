@@ -12,7 +12,6 @@ from medusa_roofline.measure.table import write_measured_csv
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821
     out = snakemake.output[0]  # noqa: F821
-    cap = p.max_memory_gb
     ckpt = checkpoint.checkpoint_dir_for(out)
     rows = run_sweep(
         p.source,
@@ -25,7 +24,7 @@ with logged(snakemake):  # noqa: F821 (injected by Snakemake)
         reps=p.reps,
         warmup=p.warmup,
         acceptance_table=snakemake.input.acceptance,  # noqa: F821
-        max_memory_bytes=None if cap is None else int(cap * 2**30),
+        max_memory_bytes=p.max_memory_bytes,
         checkpoint_dir=ckpt,
     )
     rows["device"] = snakemake.wildcards.device  # noqa: F821

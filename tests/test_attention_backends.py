@@ -21,7 +21,7 @@ from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.core.io import write_csv, write_json
 from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
 from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers
-from medusa_roofline.measure import attention
+from medusa_roofline.measure import attention, backends
 from medusa_roofline.measure.microbench import run_microbench
 from medusa_roofline.measure.table import COLUMNS
 from medusa_roofline.models.source import ModelDims, model_dims
@@ -68,14 +68,14 @@ def test_every_backend_matches_eager(heads, kv_heads, n_tree):
     reference = _hf_eager(q, k, v, mask, scaling)
     flex = attention.FlexState("cpu", compile=False)  # compiled flex: test_compiled_flex_matches_eager (slow)
     with torch.inference_mode():
-        for backend in attention.BACKENDS:
+        for backend in backends.BACKENDS:
             prepared = attention.prepare(backend, q, k, v, scaling, mask=mask,
                                          ancestor=None if buffers is None else buffers.ancestor_mask,
                                          kv_len=past, flex=flex)
             assert prepared.output.shape == reference.shape == (2, q.shape[2], heads, 16)
             torch.testing.assert_close(prepared.output, reference, **attention.tolerance(torch.float32))
             attention.check_output(prepared, reference)
-            assert prepared.ops == attention.backend_ops(backend)
+            assert prepared.ops == backends.backend_ops(backend)
             with prepared.context():  # every timed callable runs
                 for fn in prepared.calls.values():
                     fn()
@@ -134,11 +134,11 @@ def test_check_output_names_the_backend_that_disagrees():
 
 
 def test_parse_backends():
-    assert attention.parse_backends(["SDPA", "eager", "sdpa"]) == ["sdpa", "eager"]
-    assert attention.parse_backends("flex") == ["flex"]
+    assert backends.parse_backends(["SDPA", "eager", "sdpa"]) == ["sdpa", "eager"]
+    assert backends.parse_backends("flex") == ["flex"]
     for bad in ([], ["xformers"], 3):
         with pytest.raises(ConfigError, match="^attention_backends"):
-            attention.parse_backends(bad)
+            backends.parse_backends(bad)
 
 
 # ------------------------------------------------------------------------------ cost of the fused op

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import __version__
 from ..core.dtypes import DTYPE_BYTES
 from ..models.source import ModelDims
 from . import costmodel
@@ -49,3 +50,7 @@ def analytic_table(model: str, dims: ModelDims, hw: Hardware, dtype: str, candid
     return (df.assign(_p=order, _o=op_order)
               .sort_values(["_p", "candidates", "kv_len", "batch", "_o"], kind="stable")
               .drop(columns=["_p", "_o"]).reset_index(drop=True))
+
+
+def analytic_provenance() -> str:
+    return f"analytic cost model, medusa_roofline {__version__}"

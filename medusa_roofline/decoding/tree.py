@@ -87,6 +87,13 @@ def load_acceptance_table(path: str | Path | None = None) -> np.ndarray:
     return table
 
 
+def acceptance_array(table) -> np.ndarray:
+    """An acceptance table given as a CSV path (None: the default table) or as an array, as float64."""
+    if table is None or isinstance(table, (str, bytes)) or hasattr(table, "__fspath__"):
+        return load_acceptance_table(table)
+    return np.asarray(table, dtype=np.float64)
+
+
 # --------------------------------------------------------------------------- tree construction
 
 def max_tree_size(table: np.ndarray) -> int:

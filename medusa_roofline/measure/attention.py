@@ -27,7 +27,7 @@
   captured tensor, so new (batch, kv_len) points do not force a recompile per point.
 
 The fused backends are timed as one op, ``attn`` (qk + softmax + pv in one kernel); the metrics
-count it with the fused bound (:func:`medusa_roofline.costmodel.attention_fused`: Q, K, V read once,
+count it with the fused bound (:func:`medusa_roofline.analytic.costmodel.attention_fused`: Q, K, V read once,
 O written once; the mask, ≤ 1 % of K/V for the 33B shapes, is not counted).
 
 :func:`prepare` turns one point's tensors into a :class:`PreparedAttention`: the ops to time as
@@ -49,44 +49,18 @@ import torch._dynamo
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from ..analytic.costmodel import FUSED_ATTENTION_OP as FUSED_OP
 from ..core.devices import as_device, is_oom
 from ..core.errors import ConfigError
+from .backends import BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "sdpa", "flex")
-EAGER_OPS = ("qk", "softmax", "pv")
-FUSED_OP = "attn"
 SDPA_PREFERENCE = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 EAGER_KERNEL = "eager"
 TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float16": dict(rtol=2e-3, atol=2e-3),
              "bfloat16": dict(rtol=1.6e-2, atol=1e-2)}
 """Output agreement of a fused backend with eager, by dtype (fused kernels sum in another order)."""
-
-
-def parse_backends(values, key: str = "attention_backends") -> list[str]:
-    """A non-empty list of :data:`BACKENDS` (a single string is one backend); order kept, duplicates dropped."""
-    if isinstance(values, str):
-        values = [values]
-    try:
-        items = list(values)
-    except TypeError:
-        raise ConfigError(f"{key}: must be a list of {', '.join(BACKENDS)}, got {values!r}") from None
-    if not items:
-        raise ConfigError(f"{key}: the list is empty; allowed are {', '.join(BACKENDS)}")
-    out = []
-    for item in items:
-        name = str(item).strip().lower()
-        if name not in BACKENDS:
-            raise ConfigError(f"{key}: unknown attention backend {item!r}; allowed are {', '.join(BACKENDS)}")
-        if name not in out:
-            out.append(name)
-    return out
-
-
-def backend_ops(backend: str) -> tuple[str, ...]:
-    """The ops a backend is timed as: qk/softmax/pv for eager, the one fused ``attn`` otherwise."""
-    return EAGER_OPS if backend == "eager" else (FUSED_OP,)
 
 
 def tolerance(dtype) -> dict:

@@ -8,7 +8,7 @@
 * **Matmul peak.** ``a @ b`` of two ``n x n`` matrices, ``2 n^3`` FLOPs, in the sweep's dtype (CPU:
   also float32 and bfloat16, so both CPU sweep dtypes have a roof).
 
-Every figure is timed with :func:`medusa_roofline.timing.time_callable`: warm-up calls, then
+Every figure is timed with :func:`medusa_roofline.measure.timing.time_callable`: warm-up calls, then
 ``reps`` repetitions; CUDA uses CUDA events and zeroes a buffer >= 2x the L2 before each repetition
 (so no repetition reads what the previous one left in L2), CPU uses ``perf_counter``. Throughputs
 are ``work / time``, so the throughput p10 comes from the time p90 and vice versa.
@@ -141,9 +141,6 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     (larger of the copy and read medians; ``bandwidth_kind`` says which) and ``peak_flops_per_s``
     (matmul median in ``dtype``), plus ``settings`` (sizes, reps, warm-up).
     """
-    for name, value, low in (("reps", reps, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
     dev = resolve_device(device)
     defaults = DEFAULTS[dev.type]
     copy_bytes = defaults["copy_bytes"] if copy_bytes is None else int(copy_bytes)

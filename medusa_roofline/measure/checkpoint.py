@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import atomic_write_bytes, sha256_file
-from ..decoding.tree import DEFAULT_ACCEPTANCE
+from ..decoding.tree import acceptance_array
 from ..models.source import checkpoint_weights, is_preset, resolve_source
 
 log = logging.getLogger("medusa_roofline.checkpoint")
@@ -48,10 +48,8 @@ def model_fingerprint(source: str) -> dict:
 
 
 def acceptance_fingerprint(table) -> str:
-    """Contents hash of an acceptance table given as a path, None (the default table) or an array."""
-    if table is None or isinstance(table, (str, bytes)) or hasattr(table, "__fspath__"):
-        return sha256_file(Path(DEFAULT_ACCEPTANCE if table is None else table).expanduser())
-    arr = np.ascontiguousarray(np.asarray(table, dtype=np.float64))
+    """Hash of an acceptance table's values (given as a path, None for the default table, or an array)."""
+    arr = np.ascontiguousarray(acceptance_array(table))
     return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 

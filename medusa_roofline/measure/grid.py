@@ -1,8 +1,7 @@
-"""What a measuring job runs over: its mode (``ar`` or ``medusa-N``) and its (batch, kv_len) grid."""
+"""A measuring job's mode: ``ar`` (one query token) or ``medusa-N`` (an N-node tree, root included)."""
 
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass
 
@@ -36,33 +35,3 @@ def parse_mode(mode: str, key: str = "mode") -> Mode:
             raise ConfigError(f"{key}: {mode!r} needs N >= 2 tree tokens (root included)")
         return Mode(f"medusa-{n}", "medusa", n)
     raise ConfigError(f"{key}: unknown mode {mode!r}; allowed are 'ar' or 'medusa-N' (N >= 2 tree tokens)")
-
-
-def positive_ints(values, key: str) -> list[int]:
-    if isinstance(values, (int,)) and not isinstance(values, bool):
-        values = [values]
-    try:
-        out = list(values)
-    except TypeError:
-        raise ConfigError(f"{key}: must be a list of positive integers, got {values!r}") from None
-    if not out:
-        raise ConfigError(f"{key}: the grid is empty; give at least one positive integer")
-    clean = []
-    for v in out:
-        try:
-            if isinstance(v, bool):
-                raise TypeError
-            v = operator.index(v)
-        except TypeError:
-            raise ConfigError(f"{key}: {v!r} is not an integer; allowed are positive integers") from None
-        if v <= 0:
-            raise ConfigError(f"{key}: {v} is not positive; allowed are integers >= 1")
-        clean.append(v)
-    return sorted(set(clean))
-
-
-def check_reps(reps, warmup):
-    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
-        raise ConfigError(f"reps: must be an integer >= 1, got {reps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError(f"warmup: must be an integer >= 0, got {warmup!r}")

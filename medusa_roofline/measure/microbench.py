@@ -13,13 +13,13 @@ layer's attention core on random tensors shaped like the model's:
 Every listed attention backend (:mod:`.attention`: ``eager``, ``sdpa``, ``flex``) runs on the same
 tensors. ``eager`` is timed as three ops, ``qk``, ``softmax`` and ``pv`` (the sweep's eager steps);
 the fused backends as one op, ``attn``. **Each op is timed on its own** with
-:func:`~medusa_roofline.timing.time_callable` on fixed inputs (softmax on stored scores, pv on stored
+:func:`~medusa_roofline.measure.timing.time_callable` on fixed inputs (softmax on stored scores, pv on stored
 probabilities): warm-up calls, then every repetition preceded by the L2 flush (CUDA: CUDA events;
 CPU: ``perf_counter``), so no op is flattered by what the previous op left in cache. Every fused
 backend's output is checked against eager's (dtype tolerance; eager is run untimed for it when not
 listed): a backend that computes something else stops the run instead of being plotted.
 
-Rows use the sweep's :data:`~medusa_roofline.sweep.COLUMNS` with ``bench = "microbench"``,
+Rows use the sweep's :data:`~medusa_roofline.measure.table.COLUMNS` with ``bench = "microbench"``,
 ``scope = "layer"``, ``calls = 1``, ``layers = 0`` (no decoder layer is instantiated),
 ``attention_backend`` and ``kernel`` (``eager``; the SDPA kernel that ran, e.g.
 ``EFFICIENT_ATTENTION``; or how flex ran), so metrics treat both sources alike. ``kv_len + n`` is
@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import math
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -42,11 +41,12 @@ from ..core.codedeps import code_digest
 from ..core.devices import dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
 from ..core.errors import ConfigError
 from ..core.provenance import provenance
-from ..decoding.tree import build_tree, load_acceptance_table
+from ..decoding.tree import acceptance_array, build_tree
 from ..decoding.tree_buffers import tree_attention_mask, tree_buffers
 from ..models.source import model_dims, model_name
 from . import attention, checkpoint
-from .grid import check_reps, parse_mode, positive_ints
+from .backends import backend_ops, parse_backends
+from .grid import parse_mode
 from .table import COLUMNS, validate_measured
 from .timing import time_callable
 
@@ -97,10 +97,7 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
         m = parse_mode(mode, key="modes")
         if m not in parsed:
             parsed.append(m)
-    batches = positive_ints(batches, "batch")
-    kv_lens = positive_ints(kv_lens, "kv_len")
-    check_reps(reps, warmup)
-    backends = attention.parse_backends(attention_backends)
+    backends = parse_backends(attention_backends)
     dims = model_dims(model_source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -110,10 +107,7 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
 
     trees = {}
     if any(m.phase == "medusa" for m in parsed):
-        if acceptance_table is None or isinstance(acceptance_table, (str, bytes)) or hasattr(acceptance_table, "__fspath__"):
-            table = load_acceptance_table(acceptance_table)
-        else:
-            table = np.asarray(acceptance_table, dtype=np.float64)
+        table = acceptance_array(acceptance_table)
         for m in parsed:
             if m.phase == "medusa":
                 trees[m.name] = tree_buffers(build_tree(table, m.q_len), dev)
@@ -170,7 +164,7 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
 
 def _rows(base: dict, backend: str, kernel: str, est: int, stats: dict | None) -> list[dict]:
     out = []
-    for op in attention.backend_ops(backend):
+    for op in backend_ops(backend):
         row = dict(base, attention_backend=backend, kernel=kernel, est_bytes=est, op=op)
         if stats is None:
             row.update(status="oom", time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan)

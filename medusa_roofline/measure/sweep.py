@@ -37,7 +37,7 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   that point with status ``oom`` and NaN times. ``max_memory_bytes`` simulates a memory cap: a
   point whose :func:`estimate_working_set_bytes` exceeds it is recorded ``oom`` without running.
 * **Checkpoints.** With ``checkpoint_dir`` every measured point (ok or oom) is saved as soon as it
-  is measured (:mod:`.checkpoint`), after :func:`~.tables.validate_measured` has accepted it, and a
+  is measured (:mod:`.checkpoint`), after :func:`~.table.validate_measured` has accepted it, and a
   rerun of the same measurement reuses the saved points instead of measuring them again.
 
 Every (op, batch, kv_len) becomes one row with the columns in :data:`COLUMNS`.
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -56,15 +55,14 @@ from ..analytic.costmodel import measured_ops
 from ..analytic.memory import estimate_working_set_bytes
 from ..core.codedeps import code_digest
 from ..core.devices import dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
-from ..core.errors import ConfigError
 from ..core.provenance import provenance
 from ..decoding.heads import random_heads
-from ..decoding.tree import build_tree, load_acceptance_table
+from ..decoding.tree import acceptance_array, build_tree
 from ..decoding.tree_buffers import tree_buffers
 from ..models.load import build_model
-from ..models.source import model_dims, model_name
+from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
-from .grid import check_reps, parse_mode, positive_ints
+from .grid import parse_mode
 from .instrument import attention_implementation, linear_hooks, register_timed_attention
 from .op_timer import OpTimer, activate
 from .step import DecodeStep
@@ -112,7 +110,8 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
               seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None):
     """Measure one mode over the (batch, kv_len) grid; one row per (op, batch, kv_len).
 
-    ``acceptance_table``: an array ``[num_heads, top_k]``, a CSV path, or None for the default
+    The grid and settings come resolved and checked (:mod:`medusa_roofline.repro.settings`); points run in
+    the order given. ``acceptance_table``: an array ``[num_heads, top_k]``, a CSV path, or None for the default
     table (medusa modes only; the number of Medusa heads is its row count). ``layers``: decoder
     layers to instantiate (default: all). Rows are in grid order (batch, then kv_len).
 
@@ -120,31 +119,15 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     killed run of the same measurement saved; the caller removes it once the table is written.
     """
     m = parse_mode(mode)
-    batches = positive_ints(batches, "batch")
-    kv_lens = positive_ints(kv_lens, "kv_len")
-    check_reps(reps, warmup)
     dims = model_dims(model_source)
-    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= dims.layers):
-        raise ConfigError(f"layers: {layers!r} is outside 1..{dims.layers} for model {model_source!r}")
-    n_layers = dims.layers if layers is None else layers
-    if dims.max_positions and max(kv_lens) + m.q_len > dims.max_positions:
-        raise ConfigError(
-            f"kv_len: {max(kv_lens)} + {m.q_len} query token(s) exceeds the model's "
-            f"max_position_embeddings {dims.max_positions}; allowed kv_len <= {dims.max_positions - m.q_len}"
-        )
-    if max_memory_bytes is not None and (isinstance(max_memory_bytes, bool) or not isinstance(max_memory_bytes, int)
-                                         or max_memory_bytes <= 0):
-        raise ConfigError(f"max_memory_bytes: must be a positive integer or null, got {max_memory_bytes!r}")
+    n_layers = instantiated_layers(dims, layers, model_source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     elem = torch.tensor([], dtype=torch_dtype).element_size()
 
     buffers, num_heads = None, 0
     if m.phase == "medusa":
-        if acceptance_table is None or isinstance(acceptance_table, (str, bytes)) or hasattr(acceptance_table, "__fspath__"):
-            table = load_acceptance_table(acceptance_table)
-        else:
-            table = np.asarray(acceptance_table, dtype=np.float64)
+        table = acceptance_array(acceptance_table)
         buffers = tree_buffers(build_tree(table, m.q_len), dev)
         num_heads = int(table.shape[0])
 

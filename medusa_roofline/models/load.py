@@ -12,19 +12,19 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..core.devices import resolve_dtype
+from ..core.dtypes import canonical_dtype
 from ..core.errors import ConfigError
 from ..core.io import sha256_file
 from .source import (
     LLAMA_FAMILY,
     checkpoint_weights,
     dims_from_config,
+    instantiated_layers,
     is_preset,
     model_name,
     read_config_json,
     resolve_source,
 )
-
-SPEC_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def load_hf_config(source: str, key: str = "model"):
@@ -52,10 +52,7 @@ def build_model(source: str, dtype, device="cpu", layers: int | None = None, see
     """
     cfg = load_hf_config(source)
     dims = dims_from_config(cfg)
-    if layers is not None:
-        if layers < 1 or layers > dims.layers:
-            raise ConfigError(f"layers: {layers} is outside 1..{dims.layers} for model {source!r}")
-        cfg.num_hidden_layers = layers
+    cfg.num_hidden_layers = instantiated_layers(dims, layers, source)
     cfg._attn_implementation = attn_implementation
     directory = resolve_source(source)
     weights = checkpoint_weights(source)
@@ -102,15 +99,12 @@ def model_spec(source: str, dtype: str, device: str, layers: int | None = None) 
     A checkpoint is loaded for real (proving it loads); a preset is built on the meta device,
     which counts parameters exactly without allocating them.
     """
-    if dtype not in SPEC_DTYPES:
-        raise ConfigError(f"dtype: {dtype!r} is not supported; allowed are {', '.join(SPEC_DTYPES)}")
+    dtype = canonical_dtype(dtype)
     if str(device).startswith("cuda") and torch.cuda.is_available():
         resolve_dtype(dtype, device)  # bfloat16 on a GPU without it stops here, before spec.json exists
     cfg = load_hf_config(source)
     dims = dims_from_config(cfg)
-    n_layers = dims.layers if layers is None else layers
-    if n_layers < 1 or n_layers > dims.layers:
-        raise ConfigError(f"layers: {layers} is outside 1..{dims.layers} for model {source!r}")
+    n_layers = instantiated_layers(dims, layers, source)
     directory = resolve_source(source)
     weights = checkpoint_weights(source)
     torch_dtype = getattr(torch, dtype)

@@ -205,3 +205,12 @@ def checkpoint_weights(source: str, key: str = "model") -> list[Path]:
         if not path.is_file() or not os.access(path, os.R_OK):
             raise ConfigError(f"{key}: weight file {path} is not a readable regular file")
     return weights
+
+
+def instantiated_layers(dims: ModelDims, layers: int | None, source: str = "model") -> int:
+    """Decoder layers to build: all (``None``) or the first ``layers``, which must exist in the model."""
+    if layers is None:
+        return dims.layers
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= dims.layers:
+        raise ConfigError(f"layers: {layers!r} is outside 1..{dims.layers} for model {source!r}")
+    return layers

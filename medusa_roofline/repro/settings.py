@@ -1,8 +1,13 @@
-"""Checks and resolution of the workflow config beyond its JSON schema.
+"""The workflow config, checked once at the edge and resolved into typed settings.
 
-The schema catches types and ranges; this catches what needs the files behind the config
-(unknown presets, hardware keys, context lengths past a model's positions) so a bad config
-stops with one clear message before any job runs or any output is written.
+The JSON schema (``config/schema.yaml``, applied by the Snakefile's ``validate``) catches types and
+ranges and fills defaults; :func:`resolve` then checks what needs the files behind the config
+(presets, the hardware table, acceptance tables, context lengths against a model's positions) and
+resolves every ``auto`` and every path, so that a bad config stops with one message naming the key
+before any job runs or any output is written. The rules pass these resolved values to the scripts as
+params, and the library trusts them.
+
+This module is imported when the Snakefile is parsed: it reads files only (no torch, no transformers).
 """
 
 from __future__ import annotations
@@ -10,20 +15,127 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..analytic import hardware as hw_mod
+from ..core.dtypes import auto_dtype
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
+from ..core.paths import configured_path
 from ..decoding import tree
-from ..models.source import PRESET_DIR, model_dims, model_name, resolve_source
+from ..measure.backends import parse_backends
+from ..models.source import PRESET_DIR, ModelDims, model_dims, model_name, resolve_source
+
+MIB = 1 << 20
 
 
-def display_names(config: dict) -> dict[str, str]:
-    presets = read_yaml(PRESET_DIR / "presets.yaml", "model presets")
-    names = {k: v["display_name"] for k, v in presets.items()}
-    names.update(config.get("display_names", {}))
-    return names
+@dataclass(frozen=True)
+class Analytic:
+    models: dict[str, str]  # result name -> source
+    hardware: list[str]
+    dtype: str
+    attention: str
+    candidates: list[int]
+    batch: list[int]
+    kv_len: list[int]
+
+
+@dataclass(frozen=True)
+class Measure:
+    models: dict[str, str]
+    device: str  # the torch device: cpu, cuda or cuda:N
+    device_label: str  # the device's name in result paths
+    dtype: str  # resolved: float32, float16 or bfloat16
+    layers: int | None
+    candidates: list[int]
+    batch: list[int]
+    kv_len: list[int]
+    reps: int
+    warmup: int
+    acceptance_table: str
+    max_memory_bytes: int | None
+
+    @property
+    def modes(self) -> list[str]:
+        """One sweep job each: ``ar`` and ``medusa-N`` for every tree size."""
+        return ["ar"] + [f"medusa-{n}" for n in self.candidates]
+
+
+@dataclass(frozen=True)
+class Microbench:
+    models: dict[str, str]
+    candidates: list[int]
+    batch: list[int]
+    kv_len: list[int]
+    reps: int
+    warmup: int
+    attention_backends: list[str]
+
+    @property
+    def modes(self) -> list[str]:
+        return ["ar"] + [f"medusa-{n}" for n in self.candidates]
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    reps: int
+    warmup: int
+    copy_bytes: int
+    matmul_n: int
+
+
+@dataclass(frozen=True)
+class Speedup:
+    models: dict[str, str]
+    hardware: list[str]
+    batch: int
+    kv_len: list[int]
+    max_candidates: int
+    acceptance_table: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_name: str
+    hardware_table: str  # path of the table
+    hardware: dict[str, hw_mod.Hardware]
+    analytic: Analytic
+    measure: Measure
+    microbench: Microbench
+    ceilings: Ceilings
+    speedup: Speedup
+    plot: dict
+    display_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def measured_models(self) -> dict[str, str]:
+        """Every model with measured rows: micro-benchmarked and/or swept."""
+        return {**self.microbench.models, **self.measure.models}
+
+    def display_name(self, model: str) -> str:
+        return self.display_names.get(model, model)
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def config_path(value, basedir: Path, key: str) -> Path:
+    """A configured file (:func:`~medusa_roofline.core.paths.configured_path`), checked to be a readable regular file."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: must be a path to a file, got {value!r}")
+    path = configured_path(value, basedir).resolve()
+    if not path.exists():
+        raise ConfigError(f"{key}: {value!r} does not exist (looked for {path}); give a readable file")
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} is not a regular file; give a readable file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{key}: {path} is not readable")
+    return path
+
+
+def model_config_file(source: str) -> str:
+    return str(resolve_source(source) / "config.json")
 
 
 def model_sources(sources: list[str], key: str) -> dict[str, str]:
@@ -38,67 +150,71 @@ def model_sources(sources: list[str], key: str) -> dict[str, str]:
     return out
 
 
-def model_config_file(source: str) -> str:
-    return str(resolve_source(source) / "config.json")
+def model_shapes(models: dict[str, str], key: str) -> dict[str, ModelDims]:
+    return {name: model_dims(source, f"{key} ({source})") for name, source in models.items()}
 
 
-def config_path(value, basedir: Path, key: str, kind: str = "file") -> Path:
-    """A path from the config, resolved and checked: an existing, readable regular file (or directory).
-
-    Relative paths are taken from the working directory when they exist there, else from the
-    repository (``basedir``), as Snakemake resolves ``configfile:``.
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: must be a path to a {kind}, got {value!r}")
-    path = Path(value).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = Path(basedir) / path
-    path = path.resolve()
-    if not path.exists():
-        raise ConfigError(f"{key}: {value!r} does not exist (looked for {path}); give a readable {kind}")
-    if kind == "file" and not path.is_file():
-        raise ConfigError(f"{key}: {path} is not a regular file; give a readable file")
-    if kind == "directory" and not path.is_dir():
-        raise ConfigError(f"{key}: {path} is not a directory")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}: {path} is not readable")
+def acceptance_table(value, basedir: Path, key: str, default: str) -> str:
+    """A configured acceptance table (``default`` when unset), checked by loading it; errors name ``key``."""
+    path = str(config_path(value, basedir, key)) if value else default
+    try:
+        tree.load_acceptance_table(path)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {str(err).removeprefix('acceptance: ')}") from None
     return path
 
 
-def check_grid(section: dict, key: str, max_positions: dict[str, int], extra_tokens: int = 0) -> None:
-    """Empty grids and context lengths beyond what a model can position are input errors."""
-    for field in ("batch", "kv_len"):
-        if field in section and not section[field]:
-            raise ConfigError(f"{key}.{field}: the sweep grid is empty; give at least one positive integer")
-        bad = [v for v in section.get(field, []) if isinstance(v, bool) or not isinstance(v, int) or v < 1]
-        if bad:
-            raise ConfigError(f"{key}.{field}: {bad} are not positive integers; allowed are integers >= 1")
-    longest = max(section.get("kv_len", [0])) + extra_tokens
-    for name, limit in max_positions.items():
-        if limit and longest > limit:
+def display_names(config: dict) -> dict[str, str]:
+    presets = read_yaml(PRESET_DIR / "presets.yaml", "model presets")
+    names = {k: v["display_name"] for k, v in presets.items()}
+    names.update(config.get("display_names", {}))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- grids
+
+
+def check_grid(section: dict, key: str, fields=("batch", "kv_len")) -> None:
+    """An empty grid is an input error (the schema allows empty lists to switch a stage off)."""
+    for name in fields:
+        if name in section and not section[name]:
+            raise ConfigError(f"{key}.{name}: the sweep grid is empty; give at least one positive integer")
+
+
+def check_positions(kv_lens: list[int], key: str, shapes: dict[str, ModelDims], query_tokens: int) -> None:
+    """The longest context plus the step's query tokens must fit every model's positions."""
+    longest = max(kv_lens) + query_tokens
+    for name, dims in shapes.items():
+        if not dims.max_positions:
+            raise ConfigError(f"{key.split('.')[0]}.models ({name}): config.json lacks max_position_embeddings, "
+                              "needed to check that kv_len + candidates fit the model's positions")
+        if longest > dims.max_positions:
+            room = dims.max_positions - query_tokens
+            allowed = f"allowed kv_len <= {room}" if room >= 1 else (
+                f"no kv_len fits: {query_tokens} query tokens alone exceed them; lower the candidates")
             raise ConfigError(
-                f"{key}.kv_len: {longest} tokens (kv_len {max(section['kv_len'])} + {extra_tokens} query tokens) "
-                f"exceed model {name!r} max_position_embeddings {limit}; allowed kv_len <= {limit - extra_tokens}"
+                f"{key}: {longest} tokens (kv_len {max(kv_lens)} + {query_tokens} query tokens) exceed model "
+                f"{name!r} max_position_embeddings {dims.max_positions}; {allowed}"
             )
 
 
-def check_candidates(section: dict, key: str, table_path: str) -> None:
-    """Tree sizes must be >= 2 and buildable from the acceptance table (``table_path`` None: sizes only)."""
-    candidates = section.get("candidates", [])
+def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
+    """Every tree size must be buildable from the acceptance table (sizes >= 2: the schema)."""
     if not candidates:
-        raise ConfigError(f"{key}.candidates: the sweep grid is empty; give at least one tree size >= 2")
-    small = [n for n in candidates if isinstance(n, bool) or not isinstance(n, int) or n < 2]
-    if small:
-        raise ConfigError(f"{key}.candidates: {small} are not tree sizes; allowed are integers >= 2 "
-                          "(query tokens per step, root included)")
-    if table_path is None:
-        return
-    table = load_acceptance(table_path)
-    largest = tree.max_tree_size(table)
+        raise ConfigError(f"{key}: the sweep grid is empty; give at least one tree size >= 2")
+    largest = tree.max_tree_size(tree.load_acceptance_table(table_path))
     too_big = [n for n in candidates if n > largest]
     if too_big:
-        raise ConfigError(f"{key}.candidates: {too_big} exceed the largest tree the acceptance table "
+        raise ConfigError(f"{key}: {too_big} exceed the largest tree the acceptance table "
                           f"{table_path} can build ({largest} nodes); add ranks/heads to the table or lower candidates")
+
+
+def grid(values) -> list[int]:
+    """A grid as the jobs run it: sorted, each value once."""
+    return sorted(set(values))
+
+
+# ---------------------------------------------------------------------------------------------- device
 
 
 def nvidia_gpu_visible() -> bool:
@@ -113,39 +229,11 @@ def torch_device(measure: dict) -> str:
     return measure["device"]
 
 
-def device_label(measure: dict) -> str:
+def device_label(measure: dict, device: str) -> str:
     """Name of the measuring device in result paths, fixed when the DAG is built.
 
-    `auto` is resolved without importing torch: a visible NVIDIA driver means cuda. On a
-    cluster whose login node has no GPU, set `measure.device` / `measure.device_label`.
-    """
-    if measure.get("device_label"):
-        return measure["device_label"]
-    return torch_device(measure).replace(":", "")
-
-
-def acceptance_table_path(measure: dict, basedir: Path) -> str:
-    """The acceptance table the trees come from, as a path (the default table when unset)."""
-    path = measure.get("acceptance_table")
-    if not path:
-        return str(Path(basedir) / "config" / "acceptance" / "default.csv")
-    path = Path(path).expanduser()
-    return str(path if path.is_absolute() or path.exists() else Path(basedir) / path)
-
-
-def checked_acceptance_table(measure: dict, basedir: Path) -> str:
-    """:func:`acceptance_table_path`, checked to be a readable regular file."""
-    if not measure.get("acceptance_table"):
-        return acceptance_table_path(measure, basedir)
-    return str(config_path(measure["acceptance_table"], basedir, "measure.acceptance_table"))
-
-
-def load_acceptance(path: str):
-    """The acceptance table at ``path``; its errors name the config key and the file."""
-    try:
-        return tree.load_acceptance_table(path)
-    except ConfigError as err:
-        raise ConfigError(f"measure.acceptance_table: {str(err).removeprefix('acceptance: ')}") from None
+    On a cluster whose login node has no GPU, set `measure.device` / `measure.device_label`."""
+    return measure.get("device_label") or device.replace(":", "")
 
 
 def gpu_compute_capabilities() -> list[tuple[str, float]] | None:
@@ -205,74 +293,94 @@ def check_device_dtype(measure: dict) -> None:
         )
 
 
-def measure_dtype(measure: dict) -> str:
-    """The dtype name a spec records; `auto` follows the device as the sweep does."""
-    if measure["dtype"] != "auto":
-        return measure["dtype"]
-    return "float32" if torch_device(measure) == "cpu" else "float16"
+# ---------------------------------------------------------------------------------------------- sections
 
 
-def check_measure(measure: dict, basedir: Path) -> dict[str, str]:
-    """The measured sweep's models and grid: everything that can be checked before a job runs."""
-    models = model_sources(measure["models"], "measure.models")
-    if not models:
-        return models
-    check_grid(measure, "measure", {}, 0)
-    check_candidates(measure, "measure", checked_acceptance_table(measure, basedir))
-    for name, source in models.items():
-        dims = model_dims(source, f"measure.models ({source})")
-        if not dims.max_positions:
-            raise ConfigError(f"measure.models ({source}): config.json lacks max_position_embeddings, needed to "
-                              "check that kv_len + candidates fit the model's positions")
-        layers = measure.get("layers")
-        if layers is not None and not 1 <= layers <= dims.layers:
-            raise ConfigError(f"measure.layers: {layers} is outside 1..{dims.layers}, the decoder layers "
-                              f"model {name!r} has; use at most {dims.layers} (or null for all)")
-        check_grid(measure, "measure", {name: dims.max_positions}, max(measure["candidates"]))
-    return models
+def resolve_analytic(section: dict, table: dict) -> Analytic:
+    for i, key in enumerate(section["hardware"]):
+        hw_mod.get(table, key, f"analytic.hardware[{i}]")
+    models = model_sources(section["models"], "analytic.models")
+    model_shapes(models, "analytic.models")  # the paper's accounting (s = kv_len): positions are no limit
+    return Analytic(models=models, hardware=list(section["hardware"]), dtype=section["dtype"],
+                    attention=section["attention"], candidates=grid(section["candidates"]),
+                    batch=grid(section["batch"]), kv_len=grid(section["kv_len"]))
 
 
-def check_microbench(micro: dict, measure: dict, basedir: Path) -> dict[str, str]:
-    """The micro-benchmark's models and grid (no weights, no positions: any kv_len is fine)."""
-    models = model_sources(micro["models"], "microbench.models")
+def resolve_measure(section: dict, acceptance: str) -> Measure:
+    models = model_sources(section["models"], "measure.models")
+    device = torch_device(section)
     if models:
-        check_grid(micro, "microbench", {}, 0)
-        check_candidates(micro, "microbench", None)
-        for source in models.values():
-            model_dims(source, f"microbench.models ({source})")
-        # trees come from the measure section's acceptance table (sweep.smk: ACCEPTANCE_TABLE)
-        check_candidates(micro, "microbench", checked_acceptance_table(measure, basedir))
-    return models
+        check_grid(section, "measure")
+        check_tree_sizes(section["candidates"], "measure.candidates", acceptance)
+        shapes = model_shapes(models, "measure.models")
+        layers = section.get("layers")
+        for name, dims in shapes.items():
+            if layers is not None and not 1 <= layers <= dims.layers:
+                raise ConfigError(f"measure.layers: {layers} is outside 1..{dims.layers}, the decoder layers "
+                                  f"model {name!r} has; use at most {dims.layers} (or null for all)")
+        check_positions(section["kv_len"], "measure.kv_len", shapes, max(section["candidates"]))
+        check_device_dtype(section)
+    cap = section.get("max_memory_gb")
+    return Measure(
+        models=models, device=device, device_label=device_label(section, device),
+        dtype=auto_dtype(device.split(":")[0]) if section["dtype"] == "auto" else section["dtype"],
+        layers=section.get("layers"), candidates=grid(section["candidates"]), batch=grid(section["batch"]),
+        kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
+        acceptance_table=acceptance, max_memory_bytes=None if cap is None else int(cap * 2**30),
+    )
 
 
-def resolve(config: dict, basedir: str | Path) -> dict:
-    """Validate cross-file facts and return what the rules need, as plain values."""
+def resolve_microbench(section: dict, measure: dict, acceptance: str) -> Microbench:
+    models = model_sources(section["models"], "microbench.models")
+    if models:
+        check_grid(section, "microbench")
+        model_shapes(models, "microbench.models")  # no weights, no positions: any kv_len is fine
+        # trees come from the measure section's acceptance table
+        check_tree_sizes(section["candidates"], "microbench.candidates", acceptance)
+        check_device_dtype(measure)
+    return Microbench(models=models, candidates=grid(section["candidates"]), batch=grid(section["batch"]),
+                      kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
+                      attention_backends=parse_backends(section["attention_backends"], "microbench.attention_backends"))
+
+
+def resolve_ceilings(section: dict, device: str) -> Ceilings:
+    """The ceilings keys of the device's kind (a CPU run does not rerun when a cuda_* key changes)."""
+    kind = "cpu" if device == "cpu" else "cuda"
+    return Ceilings(reps=section["reps"], warmup=section["warmup"], copy_bytes=section[f"{kind}_copy_mib"] * MIB,
+                    matmul_n=section[f"{kind}_matmul_n"])
+
+
+def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str) -> Speedup:
+    for i, key in enumerate(section["hardware"]):
+        hw_mod.get(table, key, f"speedup.hardware[{i}]")
+    models = model_sources(section["models"], "speedup.models")
+    model_shapes(models, "speedup.models")
+    path = acceptance_table(section.get("acceptance_table"), basedir, "speedup.acceptance_table",
+                            default_acceptance)
+    return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
+                   kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path)
+
+
+def resolve(config: dict, basedir: str | Path) -> Settings:
+    """Check everything that can be checked before a job runs and return the resolved settings."""
     basedir = Path(basedir)
     table_path = config_path(config["hardware_table"], basedir, "hardware_table")
     table = hw_mod.load_table(table_path, f"hardware_table ({config['hardware_table']})")
-    analytic = config["analytic"]
-    for i, key in enumerate(analytic["hardware"]):
-        hw_mod.get(table, key, f"analytic.hardware[{i}]")
-    models = model_sources(analytic["models"], "analytic.models")
-    # The paper's accounting (s = kv_len) is analytic only: positions are not a limit there.
-    for name, source in models.items():
-        model_dims(source, f"analytic.models ({source})")
-    check_grid(analytic, "analytic", {}, 0)
-    measure_models = check_measure(config["measure"], basedir)
-    microbench_models = check_microbench(config["microbench"], config["measure"], basedir)
-    if config["measure"].get("acceptance_table") and not (measure_models or microbench_models):
-        # still a file the config names (the speedup figures default to it): check it too
-        load_acceptance(checked_acceptance_table(config["measure"], basedir))
-    if measure_models or microbench_models:
-        check_device_dtype(config["measure"])
-    return {
-        "hardware_table": table,
-        "analytic_models": models,
-        "measure_models": measure_models,
-        "microbench_models": microbench_models,
-        "device": device_label(config["measure"]),
-        "torch_device": torch_device(config["measure"]),
-        "measure_dtype": measure_dtype(config["measure"]),
-        "acceptance_table": acceptance_table_path(config["measure"], basedir),
-        "display_names": display_names(config),
-    }
+    analytic = resolve_analytic(config["analytic"], table)
+    measure_cfg = config["measure"]
+    # checked even when nothing is measured: the speedup figures default to it
+    acceptance = acceptance_table(measure_cfg.get("acceptance_table"), basedir, "measure.acceptance_table",
+                                  str(tree.DEFAULT_ACCEPTANCE))
+    measure = resolve_measure(measure_cfg, acceptance)
+    return Settings(
+        run_name=config["run_name"],
+        hardware_table=str(table_path),
+        hardware=table,
+        analytic=analytic,
+        measure=measure,
+        microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance),
+        ceilings=resolve_ceilings(config["ceilings"], measure.device),
+        speedup=resolve_speedup(config["speedup"], table, basedir, acceptance),
+        plot=dict(config["plot"]),
+        display_names=display_names(config),
+    )

@@ -11,9 +11,9 @@ import math
 import pandas as pd
 import seaborn as sns
 
-from .. import __version__
 from ..analytic.costmodel import MLP_OPS
 from ..analytic.hardware import Hardware
+from ..analytic.table import analytic_provenance
 from . import roofline, style
 from .roofline import POINT_COLUMNS
 
@@ -24,10 +24,6 @@ ALL_OPS_GROUPS = {
 }
 """The paper's all-ops groups: "qkv mlp" are the q/k/v projection linears (o_proj is not drawn)."""
 PAIRED = {"qkv mlp": (1, 0), "up/gate/down": (3, 2), "qk/pv": (5, 4)}  # (init, ar) in sns "Paired"
-
-
-def analytic_provenance() -> str:
-    return f"analytic cost model, medusa_roofline {__version__}"
 
 
 def all_ops_points(table: pd.DataFrame, provenance: str | None = None) -> pd.DataFrame:

@@ -20,7 +20,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from ..analytic.costmodel import FUSED_ATTENTION_OP, LAYER_OPS, MODEL_OPS
 from ..analytic.hardware import Hardware, measured_roofs
+from ..measure.backends import BACKENDS
 from . import roofline, style
 from .metrics import provenance_label
 from .roofline import POINT_COLUMNS, data_limits, draw_measured_roofs, new_axes, scatter_series
@@ -93,10 +95,11 @@ def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardw
     return fig, points
 
 
-BACKEND_MARKERS = {"eager": "o", "sdpa": "s", "flex": "^"}
-BACKEND_LABELS = {"eager": "eager qk/pv (unfused: scores in memory)", "sdpa": "SDPA attn (fused)",
-                  "flex": "FlexAttention attn (fused)"}
 BACKEND_EXTRA = ["attention_backend", "kernel"]
+
+
+def backend_marker(backend: str) -> str:
+    return BACKENDS[backend].marker if backend in BACKENDS else "D"
 
 
 def backend_series_prefix(backend: str) -> str:
@@ -121,7 +124,7 @@ def qkpv_backends_points(metrics: pd.DataFrame, hardware: str = "") -> pd.DataFr
     sel["series"] = [roofline.ar_series_name(backend_series_prefix(be)) if p == "ar"
                      else roofline.medusa_series_name(int(c), backend_series_prefix(be))
                      for be, p, c in zip(sel["attention_backend"], sel["phase"], sel["candidates"])]
-    rank = {be: i for i, be in enumerate(BACKEND_MARKERS)}
+    rank = {be: i for i, be in enumerate(BACKENDS)}
     sel = sel.assign(_b=sel["attention_backend"].map(rank).fillna(len(rank)))
     sel = sel.sort_values(["_b", "attention_backend", "phase", "candidates", "batch", "kv_len", "op"], kind="stable")
     frame = measured_point_frame(sel.drop(columns="_b"), hardware)
@@ -147,13 +150,13 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
         first = pts.iloc[0]
         color = style.AR_COLOR if first["phase"] != "medusa" else cand_color[first["candidates"]]
         ax.scatter(pts["oi"], pts["flops_per_s"], s=marker_size, color=color, label=name,
-                   marker=BACKEND_MARKERS.get(first["attention_backend"], "D"), edgecolor="white", linewidth=0.3,
+                   marker=backend_marker(first["attention_backend"]), edgecolor="white", linewidth=0.3,
                    zorder=3 if first["attention_backend"] == "eager" else 4)
     handles = [ln for ln in ax.lines if not ln.get_label().startswith("_")]  # the roofs
     labels = [h.get_label() for h in handles]
     for be in dict.fromkeys(points["attention_backend"]):
-        handles.append(Line2D([], [], ls="", marker=BACKEND_MARKERS.get(be, "D"), color="0.2", ms=5))
-        labels.append(BACKEND_LABELS.get(be, f"{be} attn (fused)"))
+        handles.append(Line2D([], [], ls="", marker=backend_marker(be), color="0.2", ms=5))
+        labels.append(BACKENDS[be].label if be in BACKENDS else f"{be} attn (fused)")
     if (points["phase"] == "ar").any():
         handles.append(Line2D([], [], ls="", marker="o", color=style.AR_COLOR, ms=5))
         labels.append("ar")
@@ -188,8 +191,8 @@ def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", h
     return frame
 
 
-ORDERED_OPS = ("q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj",
-               "down_proj", "lm_head", "medusa_heads", "step", "attn sdpa", "attn flex")
+ORDERED_OPS = LAYER_OPS + MODEL_OPS + tuple(f"{FUSED_ATTENTION_OP} {be}" for be, b in BACKENDS.items() if b.fused)
+"""Legend order of the measured-vs-analytic chart: the cost model's op order, then each fused backend."""
 
 
 def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roof: str = "measured",

@@ -7,7 +7,7 @@ For every measured row (sweep or micro-benchmark) with ``status == "ok"``:
   on the eager path), e = bytes of ``dtype``. Attention ops ``qk``/``softmax``/``pv`` are counted *unfused*
   (the eager path materialises scores and probabilities); op ``attn`` (one fused kernel: SDPA or
   FlexAttention, ``attention_backend`` column) is counted *fused*: the FLOPs of qk + softmax + pv, and
-  Q, K, V read once, O written once (:func:`~medusa_roofline.costmodel.attention_fused`).
+  Q, K, V read once, O written once (:func:`~medusa_roofline.analytic.costmodel.attention_fused`).
 * **Per-op rows** (``q_proj`` ... ``down_proj``, ``qk``, ``softmax``, ``pv``) are ONE decoder layer, like
   their times. ``lm_head`` runs on all ``q_len`` positions. ``medusa_heads`` is
   :func:`medusa_heads_cost` on all ``q_len`` positions (what the sweep runs).

@@ -11,6 +11,9 @@ archive goes through exactly the code that drew it in the workflow.
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
   ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
 
+The Snakefile reads :data:`KINDS` when it is parsed (which figures exist, which rule draws them), so
+this module imports the drawing modules (matplotlib, seaborn) only inside the renderers.
+
 Beside every figure the workflow writes ``{stem}.recipe.json`` (:func:`make_recipe`): the kind,
 the input paths as read (relative to the working directory when inside it) and the params, so
 :func:`render_recipe` can redraw the figure and its points CSV from the recipe alone.
@@ -29,11 +32,11 @@ import pandas as pd
 
 from .. import __version__
 from ..analytic.hardware import detect_hardware, load_ceilings, load_table, measured_roofs, parse_entry
+from ..analytic.table import analytic_provenance
 from ..core.errors import ConfigError
 from ..core.io import write_json
 from ..decoding.tree import load_acceptance_table
 from ..models.source import dims_from_config
-from . import figures_analytic, figures_measured, roofline
 from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
 
 log = logging.getLogger("medusa_roofline.render")
@@ -87,14 +90,18 @@ def _datasheet_and_title(inputs: dict, params: dict, ceilings: dict):
 
 
 def _qkpv_medusa(inputs: dict, params: dict):
+    from . import roofline
+
     hw = _hardware(params)
     table = pd.read_csv(inputs["table"])
-    points = roofline.qkpv_points(table, params["attention"], provenance=figures_analytic.analytic_provenance())
+    points = roofline.qkpv_points(table, params["attention"], provenance=analytic_provenance())
     return roofline.roofline_figure(points, hw, params["title"], size=_size(params)), points
 
 
 def _analytic_table_figure(draw_name: str):
     def draw(inputs: dict, params: dict):
+        from . import figures_analytic
+
         table = pd.read_csv(inputs["table"])
         return getattr(figures_analytic, draw_name)(table, _hardware(params), params["title"], _size(params))
 
@@ -102,6 +109,8 @@ def _analytic_table_figure(draw_name: str):
 
 
 def _speedup(inputs: dict, params: dict):
+    from . import figures_measured
+
     hw = _hardware(params)
     s = params["speedup"]
     points = analytic_speedup(
@@ -116,7 +125,7 @@ def _speedup(inputs: dict, params: dict):
         range(1, s["max_candidates"] + 1),
         hardware=hw.key,
         fused=params["attention"] == "fused",
-        provenance=f"{figures_analytic.analytic_provenance()}; {ASSUMPTION}",
+        provenance=f"{analytic_provenance()}; {ASSUMPTION}",
     )
     return figures_measured.speedup_figure(
         points,
@@ -127,6 +136,8 @@ def _speedup(inputs: dict, params: dict):
 
 
 def _qkpv_medusa_measured(inputs: dict, params: dict):
+    from . import figures_measured
+
     metrics = pd.read_csv(inputs["metrics"])
     ceilings = load_ceilings(inputs["ceilings"])
     datasheet, title = _datasheet_and_title(inputs, params, ceilings)
@@ -134,6 +145,8 @@ def _qkpv_medusa_measured(inputs: dict, params: dict):
 
 
 def _qkpv_backends(inputs: dict, params: dict):
+    from . import figures_measured
+
     metrics = pd.read_csv(inputs["metrics"])
     ceilings = load_ceilings(inputs["ceilings"])
     datasheet, title = _datasheet_and_title(inputs, params, ceilings)
@@ -141,6 +154,8 @@ def _qkpv_backends(inputs: dict, params: dict):
 
 
 def _measured_vs_analytic(inputs: dict, params: dict):
+    from . import figures_measured
+
     metrics = pd.read_csv(inputs["metrics"])
     ceilings = load_ceilings(inputs["ceilings"])
     datasheet, title = _datasheet_and_title(inputs, params, ceilings)
@@ -149,6 +164,8 @@ def _measured_vs_analytic(inputs: dict, params: dict):
 
 
 def _speedup_measured(inputs: dict, params: dict):
+    from . import figures_measured
+
     metrics = pd.read_csv(inputs["metrics"])
     ceilings = load_ceilings(inputs["ceilings"])
     datasheet, title = _datasheet_and_title(inputs, params, ceilings)
@@ -177,7 +194,7 @@ def _speedup_measured(inputs: dict, params: dict):
         range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
         hardware=hardware,
         device=str(measured["device"].iloc[0]) if len(measured) else "",
-        provenance=f"{figures_analytic.analytic_provenance()} at measured roofs; {ASSUMPTION}",
+        provenance=f"{analytic_provenance()} at measured roofs; {ASSUMPTION}",
     )
     overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
     return figures_measured.speedup_figure(
@@ -191,27 +208,35 @@ def _speedup_measured(inputs: dict, params: dict):
 
 @dataclass(frozen=True)
 class FigureKind:
-    """A figure kind: the input roles it reads, the point columns its markers sit at, and its renderer."""
+    """A figure kind: the workflow rule that draws it (which inputs it gets), where its targets are (the
+    (model, hardware/device) pairs of ``targets``: analytic, speedup, measured, swept or fused), the input
+    roles and extra params it reads, the point columns its markers sit at, and its renderer."""
 
+    rule: str
+    targets: str
     roles: tuple[str, ...]
     x: str
     y: str
     draw: Callable
+    params: tuple[str, ...] = ()
 
 
 MEASURED_ROLES = ("metrics", "ceilings", "hardware_table")
 KINDS: dict[str, FigureKind] = {
-    "qkpv_medusa": FigureKind(("table",), "oi", "flops_per_s", _qkpv_medusa),
-    "all_ops": FigureKind(("table",), "oi", "flops_per_s", _analytic_table_figure("all_ops")),
-    "mlp_spec": FigureKind(("table",), "oi", "flops_per_s", _analytic_table_figure("mlp_spec")),
-    "speedup": FigureKind(("model_config", "acceptance"), "candidates", "speedup", _speedup),
-    "qkpv_medusa_measured": FigureKind(MEASURED_ROLES, "oi", "flops_per_s", _qkpv_medusa_measured),
-    "measured_vs_analytic": FigureKind(MEASURED_ROLES, "bound_flops_per_s", "flops_per_s", _measured_vs_analytic),
-    "speedup_measured": FigureKind(MEASURED_ROLES + ("acceptance", "model_config"), "candidates", "speedup",
-                                   _speedup_measured),
-    "qkpv_backends": FigureKind(MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
+    "qkpv_medusa": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _qkpv_medusa),
+    "all_ops": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _analytic_table_figure("all_ops")),
+    "mlp_spec": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s",
+                           _analytic_table_figure("mlp_spec")),
+    "speedup": FigureKind("speedup", "speedup", ("model_config", "acceptance"), "candidates", "speedup", _speedup),
+    "qkpv_medusa_measured": FigureKind("measured", "measured", MEASURED_ROLES, "oi", "flops_per_s",
+                                       _qkpv_medusa_measured),
+    "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
+                                       _measured_vs_analytic),
+    "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
+                                   "candidates", "speedup", _speedup_measured, params=("batch",)),
+    "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
 }
-"""Every figure kind: the input roles it reads, where its points are drawn, and how."""
+"""Every figure kind. Adding one: its drawing function (figures_*.py), a renderer here and its entry."""
 
 
 def render(kind: str, inputs: dict[str, str], params: dict):
@@ -259,7 +284,9 @@ def write_figure(fig, points: pd.DataFrame, stem: str | Path, params: dict) -> l
     """``stem.{formats}`` and ``stem.csv`` (exactly the drawn points), as the plot params say."""
     plot = params["plot"]
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
-    return roofline.save_figure(fig, points, stem, plot["formats"], plot["dpi"])
+    from .roofline import save_figure
+
+    return save_figure(fig, points, stem, plot["formats"], plot["dpi"])
 
 
 def figure_inputs(kind: str, named) -> dict[str, str]:

@@ -4,7 +4,7 @@
 rule analytic_table:
     """Every (phase, op, candidates, batch, kv_len) of one model on one GPU, with its roof."""
     input:
-        model_config=lambda w: settings.model_config_file(ANALYTIC_MODELS[w.model]),
+        model_config=model_config(ANALYTIC.models),
         code=script_code("analytic_table.py"),
     output:
         "results/analytic/{model}/{hardware}.csv",
@@ -16,11 +16,11 @@ rule analytic_table:
         "../../envs/workflow.yaml"
     params:
         hardware=hardware_entry,
-        source=lambda w: ANALYTIC_MODELS[w.model],
-        dtype=ANALYTIC["dtype"],
-        attention=ANALYTIC["attention"],
-        candidates=ANALYTIC["candidates"],
-        batch=ANALYTIC["batch"],
-        kv_len=ANALYTIC["kv_len"],
+        source=lambda w: ANALYTIC.models[w.model],
+        dtype=ANALYTIC.dtype,
+        attention=ANALYTIC.attention,
+        candidates=ANALYTIC.candidates,
+        batch=ANALYTIC.batch,
+        kv_len=ANALYTIC.kv_len,
     script:
         "../../scripts/analytic_table.py"

@@ -11,7 +11,7 @@ Names from common.smk: archive_inputs, archive_config_files, resolved_summary.
 rule archive:
     """Target: the archive of this run (named after config run_name)."""
     input:
-        f"results/archive/{config['run_name']}.tar.gz",
+        f"results/archive/{SETTINGS.run_name}.tar.gz",
     localrule: True
 
 
@@ -22,11 +22,11 @@ rule archive_run:
         config_files=archive_config_files(),
         code=script_code("archive.py"),
     output:
-        tarball=f"results/archive/{config['run_name']}.tar.gz",
+        tarball=f"results/archive/{SETTINGS.run_name}.tar.gz",
     log:
-        f"results/logs/archive/{config['run_name']}.log",
+        f"results/logs/archive/{SETTINGS.run_name}.log",
     benchmark:
-        f"results/benchmarks/archive/{config['run_name']}.tsv"
+        f"results/benchmarks/archive/{SETTINGS.run_name}.tsv"
     localrule: True
     conda:
         "../../envs/workflow.yaml"

@@ -1,16 +1,18 @@
-"""Figures beyond the paper's qk/pv chart: analytic per (model, hardware), measured per (model, device),
-including qkpv_backends (eager qk/pv vs fused attention; requested by common.smk when
-microbench.attention_backends lists a fused backend).
+"""Roofline plotting: every figure, one generic rule per kind of source, the kinds read from the registry.
 
-Every figure comes with a CSV of exactly the points drawn (source, device, provenance per row) and
-a recipe ({stem}.recipe.json: kind, inputs, params) from which medusa_roofline.results.render redraws it.
-Names from common.smk: SPEEDUP, SPEEDUP_MODELS, MEASURED_MODELS, ANALYTIC_FIGURES,
-MEASURED_FIGURES, speedup_acceptance, config_file, figure_title, model_display_name.
+medusa_roofline.results.render.KINDS lists every figure kind: which rule draws it (its inputs), where
+its targets are (FIGURE_TARGETS in common.smk) and which extra params it reads. Each figure comes
+with a CSV of exactly the points drawn (source, device, provenance per row) and a recipe
+({stem}.recipe.json: kind, inputs, params) from which render redraws it
+(`python -m medusa_roofline regenerate`).
+Names from common.smk: SETTINGS, ANALYTIC, SPEEDUP, HARDWARE, figure_kinds, figure_inputs,
+kind_param, model_config, hardware_entry, figure_title, model_display_name, script_code.
 """
 
 
 rule figure_analytic:
-    """The paper's all-ops chart and the decoding-vs-Medusa MLP chart, from the analytic table."""
+    """Analytic charts of one (model, hardware) from its analytic table: the paper's qk/pv chart,
+    all layer ops, the MLP in decoding vs Medusa."""
     input:
         table="results/analytic/{model}/{hardware}.csv",
         code=script_code("figure.py"),
@@ -23,7 +25,7 @@ rule figure_analytic:
                 subcategory=lambda w: f"{HARDWARE[w.hardware].display_name} (analytic)",
                 labels={"figure": "{figure}", "format": ext},
             )
-            for ext in PLOT["formats"]
+            for ext in SETTINGS.plot["formats"]
         ],
         points="results/figures/{model}/{hardware}/{figure}.csv",
         recipe="results/figures/{model}/{hardware}/{figure}.recipe.json",
@@ -32,16 +34,16 @@ rule figure_analytic:
     benchmark:
         "results/benchmarks/figures/{model}/{hardware}/{figure}.tsv"
     wildcard_constraints:
-        figure="|".join(ANALYTIC_FIGURES),
+        figure="|".join(figure_kinds("analytic")),
     conda:
         "../../envs/workflow.yaml"
     params:
         kind=lambda w: w.figure,
         hardware=hardware_entry,
         title=figure_title,
-        dtype=ANALYTIC["dtype"],
-        attention=ANALYTIC["attention"],
-        plot=PLOT,
+        dtype=ANALYTIC.dtype,
+        attention=ANALYTIC.attention,
+        plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"
 
@@ -49,51 +51,53 @@ rule figure_analytic:
 rule figure_speedup:
     """Simulated speedup vs candidate tokens from the analytic roofline and the acceptance table."""
     input:
-        model_config=lambda w: settings.model_config_file(SPEEDUP_MODELS[w.model]),
-        acceptance=speedup_acceptance(),
+        model_config=model_config(SPEEDUP.models),
+        acceptance=SPEEDUP.acceptance_table,
         code=script_code("figure.py"),
     output:
         figures=[
             report(
-                f"results/figures/{{model}}/{{hardware}}/speedup.{ext}",
+                f"results/figures/{{model}}/{{hardware}}/{{figure}}.{ext}",
                 caption="../report/speedup.rst",
                 category=lambda w: model_display_name(w.model),
                 subcategory=lambda w: f"{HARDWARE[w.hardware].display_name} (analytic)",
-                labels={"figure": "speedup", "format": ext},
+                labels={"figure": "{figure}", "format": ext},
             )
-            for ext in PLOT["formats"]
+            for ext in SETTINGS.plot["formats"]
         ],
-        points="results/figures/{model}/{hardware}/speedup.csv",
-        recipe="results/figures/{model}/{hardware}/speedup.recipe.json",
+        points="results/figures/{model}/{hardware}/{figure}.csv",
+        recipe="results/figures/{model}/{hardware}/{figure}.recipe.json",
     log:
-        "results/logs/figures/{model}/{hardware}/speedup.log",
+        "results/logs/figures/{model}/{hardware}/{figure}.log",
     benchmark:
-        "results/benchmarks/figures/{model}/{hardware}/speedup.tsv"
+        "results/benchmarks/figures/{model}/{hardware}/{figure}.tsv"
+    wildcard_constraints:
+        figure="|".join(figure_kinds("speedup")),
     conda:
         "../../envs/workflow.yaml"
     params:
-        kind="speedup",
+        kind=lambda w: w.figure,
         model=lambda w: w.model,
         hardware=hardware_entry,
         title=figure_title,
-        dtype=ANALYTIC["dtype"],
-        attention=ANALYTIC["attention"],
+        dtype=ANALYTIC.dtype,
+        attention=ANALYTIC.attention,
         speedup={
-            "batch": SPEEDUP["batch"],
-            "kv_len": SPEEDUP["kv_len"],
-            "max_candidates": SPEEDUP["max_candidates"],
+            "batch": SPEEDUP.batch,
+            "kv_len": SPEEDUP.kv_len,
+            "max_candidates": SPEEDUP.max_candidates,
         },
-        plot=PLOT,
+        plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"
 
 
 rule figure_measured:
-    """Measured qk/pv on the local device, and measured vs analytic per op, from the metrics table."""
+    """Measured charts of one (model, device) from its metrics table, the measured ceilings and the
+    hardware table (+ the acceptance table and the model's config for the measured speedup).
+    """
     input:
-        metrics="results/metrics/{model}/{device}.csv",
-        ceilings="results/ceilings/{device}.json",
-        hardware_table=config_file(config["hardware_table"]),
+        unpack(figure_inputs),
         code=script_code("figure.py"),
     output:
         figures=[
@@ -104,7 +108,7 @@ rule figure_measured:
                 subcategory="{device} (measured)",
                 labels={"figure": "{figure}", "format": ext},
             )
-            for ext in PLOT["formats"]
+            for ext in SETTINGS.plot["formats"]
         ],
         points="results/figures/{model}/{device}/{figure}.csv",
         recipe="results/figures/{model}/{device}/{figure}.recipe.json",
@@ -113,84 +117,14 @@ rule figure_measured:
     benchmark:
         "results/benchmarks/figures/{model}/{device}/{figure}.tsv"
     wildcard_constraints:
-        figure="|".join(MEASURED_FIGURES),
+        figure="|".join(figure_kinds("measured")),
     conda:
         "../../envs/workflow.yaml"
     params:
         kind=lambda w: w.figure,
-        model_display=lambda w: model_display_name(w.model),
-        plot=PLOT,
-    script:
-        "../../scripts/figure.py"
-
-
-rule figure_qkpv_backends:
-    """Measured eager qk/pv vs fused attention (SDPA, FlexAttention) on the roofline, from the metrics table."""
-    input:
-        metrics="results/metrics/{model}/{device}.csv",
-        ceilings="results/ceilings/{device}.json",
-        hardware_table=config_file(config["hardware_table"]),
-        code=script_code("figure.py"),
-    output:
-        figures=[
-            report(
-                f"results/figures/{{model}}/{{device}}/qkpv_backends.{ext}",
-                caption="../report/qkpv_backends.rst",
-                category=lambda w: model_display_name(w.model),
-                subcategory="{device} (measured)",
-                labels={"figure": "qkpv_backends", "format": ext},
-            )
-            for ext in PLOT["formats"]
-        ],
-        points="results/figures/{model}/{device}/qkpv_backends.csv",
-        recipe="results/figures/{model}/{device}/qkpv_backends.recipe.json",
-    log:
-        "results/logs/figures/{model}/{device}/qkpv_backends.log",
-    benchmark:
-        "results/benchmarks/figures/{model}/{device}/qkpv_backends.tsv"
-    conda:
-        "../../envs/workflow.yaml"
-    params:
-        kind="qkpv_backends",
-        model_display=lambda w: model_display_name(w.model),
-        plot=PLOT,
-    script:
-        "../../scripts/figure.py"
-
-
-rule figure_speedup_measured:
-    """Speedup from measured step times, with the analytic prediction at the measured roofs."""
-    input:
-        metrics="results/metrics/{model}/{device}.csv",
-        ceilings="results/ceilings/{device}.json",
-        hardware_table=config_file(config["hardware_table"]),
-        acceptance=ACCEPTANCE_TABLE,
-        model_config=lambda w: settings.model_config_file(MEASURE_MODELS[w.model]),
-        code=script_code("figure.py"),
-    output:
-        figures=[
-            report(
-                f"results/figures/{{model}}/{{device}}/speedup_measured.{ext}",
-                caption="../report/speedup_measured.rst",
-                category=lambda w: model_display_name(w.model),
-                subcategory="{device} (measured)",
-                labels={"figure": "speedup_measured", "format": ext},
-            )
-            for ext in PLOT["formats"]
-        ],
-        points="results/figures/{model}/{device}/speedup_measured.csv",
-        recipe="results/figures/{model}/{device}/speedup_measured.recipe.json",
-    log:
-        "results/logs/figures/{model}/{device}/speedup_measured.log",
-    benchmark:
-        "results/benchmarks/figures/{model}/{device}/speedup_measured.tsv"
-    conda:
-        "../../envs/workflow.yaml"
-    params:
-        kind="speedup_measured",
         model=lambda w: w.model,
         model_display=lambda w: model_display_name(w.model),
-        batch=SPEEDUP["batch"],
-        plot=PLOT,
+        batch=kind_param("batch", SPEEDUP.batch),
+        plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"

@@ -1,7 +1,6 @@
 """Measured ceilings of the local device, and measured rows joined with the cost model and the roofs.
 
-Names from common.smk: CEILINGS, MEASURED_MODELS, ceilings_settings, config_file, measured_csvs,
-microbench_csvs (and the sweep's TORCH_DEVICE, MEASURE_DTYPE, ACCEPTANCE_TABLE, GPU_JOBS).
+Names from common.smk: SETTINGS, MEASURE, GPU_JOBS, model_config, measured_csvs, microbench_csvs, script_code.
 """
 
 
@@ -20,9 +19,9 @@ rule ceilings:
     resources:
         gpu=GPU_JOBS,
     params:
-        device=TORCH_DEVICE,
-        dtype=MEASURE_DTYPE,
-        ceilings=ceilings_settings(),
+        device=MEASURE.device,
+        dtype=MEASURE.dtype,
+        ceilings=vars(SETTINGS.ceilings),
     script:
         "../../scripts/ceilings.py"
 
@@ -33,9 +32,9 @@ rule metrics:
         measured=measured_csvs,
         microbench=microbench_csvs,
         ceilings="results/ceilings/{device}.json",
-        hardware_table=config_file(config["hardware_table"]),
-        acceptance=ACCEPTANCE_TABLE,
-        model_config=lambda w: settings.model_config_file(MEASURED_MODELS[w.model]),
+        hardware_table=SETTINGS.hardware_table,
+        acceptance=MEASURE.acceptance_table,
+        model_config=model_config(SETTINGS.measured_models),
         code=script_code("metrics.py"),
     output:
         report(
@@ -52,6 +51,6 @@ rule metrics:
     conda:
         "../../envs/workflow.yaml"
     params:
-        source=lambda w: MEASURED_MODELS[w.model],
+        source=lambda w: SETTINGS.measured_models[w.model],
     script:
         "../../scripts/metrics.py"

@@ -4,7 +4,7 @@
 rule load_model:
     """Build or load the model once and record it; every sweep job depends on this spec."""
     input:
-        model_config=lambda w: settings.model_config_file(MEASURE_MODELS[w.model]),
+        model_config=model_config(MEASURE.models),
         code=script_code("load_model.py"),
     output:
         "results/models/{model}/spec.json",
@@ -15,9 +15,9 @@ rule load_model:
     conda:
         "../../envs/workflow.yaml"
     params:
-        source=lambda w: MEASURE_MODELS[w.model],
-        dtype=MEASURE_DTYPE,
-        device=TORCH_DEVICE,
-        layers=MEASURE["layers"],
+        source=lambda w: MEASURE.models[w.model],
+        dtype=MEASURE.dtype,
+        device=MEASURE.device,
+        layers=MEASURE.layers,
     script:
         "../../scripts/load_model.py"

@@ -5,7 +5,7 @@ rule sweep:
     """Real decoding steps through the model on a KV cache, timed per op, for one mode."""
     input:
         spec="results/models/{model}/spec.json",
-        acceptance=ACCEPTANCE_TABLE,
+        acceptance=MEASURE.acceptance_table,
         code=script_code("sweep.py"),
     output:
         "results/measured/{model}/{device}/{mode}.csv",
@@ -19,15 +19,15 @@ rule sweep:
         gpu=GPU_JOBS,
         mem_mb=8000,
     params:
-        source=lambda w: MEASURE_MODELS[w.model],
-        device=TORCH_DEVICE,
-        dtype=MEASURE["dtype"],
-        layers=MEASURE["layers"],
-        batch=MEASURE["batch"],
-        kv_len=MEASURE["kv_len"],
-        reps=MEASURE["reps"],
-        warmup=MEASURE["warmup"],
-        max_memory_gb=MEASURE["max_memory_gb"],
+        source=lambda w: MEASURE.models[w.model],
+        device=MEASURE.device,
+        dtype=MEASURE.dtype,
+        layers=MEASURE.layers,
+        batch=MEASURE.batch,
+        kv_len=MEASURE.kv_len,
+        reps=MEASURE.reps,
+        warmup=MEASURE.warmup,
+        max_memory_bytes=MEASURE.max_memory_bytes,
     script:
         "../../scripts/sweep.py"
 
@@ -36,8 +36,8 @@ rule microbench:
     """qk, softmax and pv alone at the model's true attention shapes (no weights needed), and one fused
     attention op per other listed backend (sdpa, flex), all in one job."""
     input:
-        model_config=lambda w: settings.model_config_file(MICROBENCH_MODELS[w.model]),
-        acceptance=ACCEPTANCE_TABLE,
+        model_config=model_config(MICROBENCH.models),
+        acceptance=MEASURE.acceptance_table,
         code=script_code("microbench.py"),
     output:
         "results/microbench/{model}/{device}.csv",
@@ -51,14 +51,14 @@ rule microbench:
         gpu=GPU_JOBS,
         mem_mb=8000,
     params:
-        source=lambda w: MICROBENCH_MODELS[w.model],
-        device=TORCH_DEVICE,
-        dtype=MEASURE["dtype"],
-        modes=["ar"] + [f"medusa-{n}" for n in MICROBENCH["candidates"]],
-        batch=MICROBENCH["batch"],
-        kv_len=MICROBENCH["kv_len"],
-        reps=MICROBENCH["reps"],
-        warmup=MICROBENCH["warmup"],
-        attention_backends=MICROBENCH["attention_backends"],
+        source=lambda w: MICROBENCH.models[w.model],
+        device=MEASURE.device,
+        dtype=MEASURE.dtype,
+        modes=MICROBENCH.modes,
+        batch=MICROBENCH.batch,
+        kv_len=MICROBENCH.kv_len,
+        reps=MICROBENCH.reps,
+        warmup=MICROBENCH.warmup,
+        attention_backends=MICROBENCH.attention_backends,
     script:
         "../../scripts/microbench.py"

@@ -7,16 +7,6 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-
-configfile: "config/config.yaml"
-
-
-validate(config, "config/schema.yaml")
-
-
-report: "workflow/report/workflow.rst"
-
-
 # The package lives beside this Snakefile; scripts import it through PYTHONPATH.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(
@@ -24,6 +14,26 @@ os.environ.update(
         p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
     )
 )
+
+from medusa_roofline.core.io import read_yaml
+from medusa_roofline.repro.overrides import type_overrides
+
+
+configfile: "config/config.yaml"
+
+
+# `--config 'measure={"batch": [4]}'` arrives with string leaves; type them as the schema says.
+type_overrides(
+    config,
+    workflow.config_settings.config,
+    read_yaml(f"{workflow.basedir}/config/schema.yaml", "config schema"),
+)
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

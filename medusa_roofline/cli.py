@@ -1,4 +1,4 @@
-"""Command line: ``python -m medusa_roofline <subcommand> ...``.
+"""Command line: ``medusa-roofline <subcommand> ...`` (or ``python -m medusa_roofline ...``).
 
 Each subcommand is a ``(add_arguments, run)`` pair in ``SUBCOMMANDS``; ``run`` gets the parsed
 arguments and returns an exit status. A ConfigError anywhere becomes one line on stderr and exit 2.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
 from .core.dtypes import ALIASES as DTYPES
 from .core.errors import ConfigError
 
@@ -117,8 +118,11 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medusa_roofline", description=__doc__.splitlines()[0])
+def main(argv=None, prog: str = "medusa-roofline") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Medusa decoding and run archives of the medusa-roofline workflow "
+        "(the workflow itself runs with `snakemake --cores all` in a clone).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, run) in SUBCOMMANDS.items():
         add(sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0]))

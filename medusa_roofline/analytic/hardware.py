@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
+from ..core.paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TABLE = CONFIG_DIR / "hardware.yaml"
 REQUIRED = ("display_name", "bandwidth", "peak_flops", "source")
 HOW_TO_ADD = (
     "add an entry to config/hardware.yaml (display_name, bandwidth in B/s, peak_flops in FLOP/s, "
-    "source) whose `match:` list holds a case-insensitive substring of this device name; until then "
-    "only the measured roofs are drawn"
+    "source) whose `match:` list holds this device name or a run of its whole words (case-insensitive); "
+    "until then only the measured roofs are drawn"
 )
-
 
 
 class UnknownDeviceWarning(UserWarning):
@@ -72,12 +74,34 @@ def parse_entry(key: str, entry: dict, path: str | Path = "hardware.yaml") -> Ha
         bandwidth=as_number(entry["bandwidth"]),
         peak_flops=as_number(entry["peak_flops"]),
         source=str(entry["source"]),
-        match=tuple(str(m) for m in entry.get("match", ())),
+        match=parse_match(key, entry.get("match", []), path),
     )
 
 
-def load_table(path: str | Path, what: str = "hardware table") -> dict[str, Hardware]:
-    return {str(key): parse_entry(str(key), entry, path) for key, entry in read_yaml(path, what).items()}
+def words(name: str) -> tuple[str, ...]:
+    """A device name as lower-case words: 'NVIDIA A100-SXM4-80GB' -> ('nvidia', 'a100', 'sxm4', '80gb')."""
+    return tuple(re.findall(r"[a-z0-9.]+", name.lower()))
+
+
+def parse_match(key: str, match, path: str | Path) -> tuple[str, ...]:
+    """The `match` list of an entry: device-name strings, each with at least one word."""
+    if not isinstance(match, list) or not all(isinstance(m, str) and words(m) for m in match):
+        raise ConfigError(f"hardware.{key}.match in {path}: must be a list of device names (strings) as "
+                          f"torch.cuda.get_device_name() reports them, got {match!r}")
+    return tuple(match)
+
+
+def load_table(path: str | Path = DEFAULT_TABLE, what: str = "hardware table") -> dict[str, Hardware]:
+    """The hardware table at ``path``; two entries claiming the same device name are an error."""
+    table = {str(key): parse_entry(str(key), entry, path) for key, entry in read_yaml(path, what).items()}
+    owner: dict[tuple[str, ...], str] = {}
+    for hw in table.values():
+        for pattern in hw.match:
+            other = owner.setdefault(words(pattern), hw.key)
+            if other != hw.key:
+                raise ConfigError(f"hardware.{hw.key}.match in {path}: {pattern!r} is also a match of "
+                                  f"hardware.{other}; each device name may belong to one entry")
+    return table
 
 
 def get(table: dict[str, Hardware], key: str, what: str = "hardware") -> Hardware:
@@ -86,13 +110,24 @@ def get(table: dict[str, Hardware], key: str, what: str = "hardware") -> Hardwar
     return table[key]
 
 
+def contains_words(name: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether ``pattern`` occurs in ``name`` as a run of whole words."""
+    n = len(pattern)
+    return any(name[i:i + n] == pattern for i in range(len(name) - n + 1))
+
+
 def match_device(table: dict[str, Hardware], device_name: str) -> Hardware | None:
-    """The table entry whose `match` strings occur in a device name (longest match wins)."""
-    name = device_name.lower()
+    """The most specific table entry for a device name, or None.
+
+    A `match` string matches when its words occur, in order and whole, among the name's words, so
+    "A40" never matches "RTX A4000" and "H200" never matches "GH200". Of several matching entries
+    the one with the most words wins: "NVIDIA H200 NVL" is the H200 NVL entry, not the H200 (SXM).
+    """
+    name = words(device_name)
     best, best_len = None, 0
     for hw in table.values():
-        for pattern in hw.match:
-            if pattern.lower() in name and len(pattern) > best_len:
+        for pattern in map(words, hw.match):
+            if len(pattern) > best_len and contains_words(name, pattern):
                 best, best_len = hw, len(pattern)
     return best
 

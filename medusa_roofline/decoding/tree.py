@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.paths import REPO_ROOT
+from ..core.paths import CONFIG_DIR
 
-DEFAULT_ACCEPTANCE = REPO_ROOT / "config" / "acceptance" / "default.csv"
+DEFAULT_ACCEPTANCE = CONFIG_DIR / "acceptance" / "default.csv"
 ACCEPTANCE_COLUMNS = ("head", "rank", "accuracy")
 
 Path_ = tuple[int, ...]

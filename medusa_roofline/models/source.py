@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from ..core.paths import REPO_ROOT
+from ..core.paths import CONFIG_DIR
 
-PRESET_DIR = REPO_ROOT / "config" / "models"
+PRESET_DIR = CONFIG_DIR / "models"
 LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

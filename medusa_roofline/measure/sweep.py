@@ -127,6 +127,10 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= dims.layers):
         raise ConfigError(f"layers: {layers!r} is outside 1..{dims.layers} for model {model_source!r}")
     n_layers = dims.layers if layers is None else layers
+    if dims.max_positions and m.q_len >= dims.max_positions:
+        raise ConfigError(f"mode: {m.name} needs {m.q_len} query tokens, leaving no room for a KV cache in the "
+                          f"model's max_position_embeddings {dims.max_positions}; allowed are at most "
+                          f"{dims.max_positions - 1} tree tokens")
     if dims.max_positions and max(kv_lens) + m.q_len > dims.max_positions:
         raise ConfigError(
             f"kv_len: {max(kv_lens)} + {m.q_len} query token(s) exceeds the model's "

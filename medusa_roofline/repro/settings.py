@@ -16,7 +16,7 @@ from ..analytic import hardware as hw_mod
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
 from ..decoding import tree
-from ..models.source import PRESET_DIR, model_dims, model_name, resolve_source
+from ..models.source import PRESET_DIR, check_weight_files, model_dims, model_name, resolve_source
 
 
 def display_names(config: dict) -> dict[str, str]:
@@ -75,6 +75,11 @@ def check_grid(section: dict, key: str, max_positions: dict[str, int], extra_tok
             raise ConfigError(f"{key}.{field}: {bad} are not positive integers; allowed are integers >= 1")
     longest = max(section.get("kv_len", [0])) + extra_tokens
     for name, limit in max_positions.items():
+        if limit and extra_tokens >= limit:
+            raise ConfigError(
+                f"{key}.candidates: {extra_tokens} query tokens leave no room for a KV cache in model {name!r}, "
+                f"whose max_position_embeddings is {limit}; allowed candidates <= {limit - 1}"
+            )
         if limit and longest > limit:
             raise ConfigError(
                 f"{key}.kv_len: {longest} tokens (kv_len {max(section['kv_len'])} + {extra_tokens} query tokens) "
@@ -140,12 +145,30 @@ def checked_acceptance_table(measure: dict, basedir: Path) -> str:
     return str(config_path(measure["acceptance_table"], basedir, "measure.acceptance_table"))
 
 
-def load_acceptance(path: str):
+def load_acceptance(path: str, key: str = "measure.acceptance_table"):
     """The acceptance table at ``path``; its errors name the config key and the file."""
     try:
         return tree.load_acceptance_table(path)
     except ConfigError as err:
-        raise ConfigError(f"measure.acceptance_table: {str(err).removeprefix('acceptance: ')}") from None
+        raise ConfigError(f"{key}: {str(err).removeprefix('acceptance: ')}") from None
+
+
+def check_speedup_table(config: dict, basedir: Path) -> None:
+    """The analytic speedup's acceptance table, before any job: ``speedup.acceptance_table`` when set
+    (even without speedup models, as for the measure table), else the measure table it defaults to;
+    with speedup models, its largest tree must reach ``speedup.max_candidates``."""
+    speedup = config["speedup"]
+    key = "speedup.acceptance_table" if speedup.get("acceptance_table") else "measure.acceptance_table"
+    if speedup.get("acceptance_table"):
+        path = str(config_path(speedup["acceptance_table"], basedir, key))
+    elif speedup["models"]:
+        path = checked_acceptance_table(config["measure"], basedir)
+    else:
+        return
+    largest = tree.max_tree_size(load_acceptance(path, key))
+    if speedup["models"] and speedup["max_candidates"] > largest:
+        raise ConfigError(f"speedup.max_candidates: {speedup['max_candidates']} exceeds the largest tree the "
+                          f"acceptance table {path} ({key}) can build ({largest} nodes); lower it or use a larger table")
 
 
 def gpu_compute_capabilities() -> list[tuple[str, float]] | None:
@@ -224,6 +247,7 @@ def check_measure(measure: dict, basedir: Path) -> dict[str, str]:
         if not dims.max_positions:
             raise ConfigError(f"measure.models ({source}): config.json lacks max_position_embeddings, needed to "
                               "check that kv_len + candidates fit the model's positions")
+        check_weight_files(source, f"measure.models ({source})")
         layers = measure.get("layers")
         if layers is not None and not 1 <= layers <= dims.layers:
             raise ConfigError(f"measure.layers: {layers} is outside 1..{dims.layers}, the decoder layers "
@@ -265,6 +289,7 @@ def resolve(config: dict, basedir: str | Path) -> dict:
         load_acceptance(checked_acceptance_table(config["measure"], basedir))
     if measure_models or microbench_models:
         check_device_dtype(config["measure"])
+    check_speedup_table(config, basedir)
     return {
         "hardware_table": table,
         "analytic_models": models,

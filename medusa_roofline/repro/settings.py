@@ -16,7 +16,14 @@ from ..analytic import hardware as hw_mod
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
 from ..decoding import tree
-from ..models.source import PRESET_DIR, check_weight_files, model_dims, model_name, resolve_source
+from ..models.source import (
+    PRESET_DIR,
+    check_weight_files,
+    checkpoint_files,
+    model_dims,
+    model_name,
+    resolve_source,
+)
 
 
 def display_names(config: dict) -> dict[str, str]:
@@ -40,6 +47,12 @@ def model_sources(sources: list[str], key: str) -> dict[str, str]:
 
 def model_config_file(source: str) -> str:
     return str(resolve_source(source) / "config.json")
+
+
+def model_weight_files(source: str) -> list[str]:
+    """A local checkpoint's weight files and shard index ([] for a preset): inputs of the rule that
+    loads it, so replacing a weight file reruns it and everything after it."""
+    return [str(p) for p in checkpoint_files(source)]
 
 
 def config_path(value, basedir: Path, key: str, kind: str = "file") -> Path:

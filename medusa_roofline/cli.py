@@ -1,17 +1,19 @@
 """Command line: ``medusa-roofline <subcommand> ...`` (or ``python -m medusa_roofline ...``).
 
 Each subcommand is a ``(add_arguments, run)`` pair in ``SUBCOMMANDS``; ``run`` gets the parsed
-arguments and returns an exit status. A ConfigError anywhere becomes one line on stderr and exit 2.
+arguments and returns an exit status. A ConfigError anywhere becomes one line on stderr and exit 2
+(an IntegrityError, input that failed its integrity checks: exit 3).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from . import __version__
 from .core.dtypes import ALIASES as DTYPES
-from .core.errors import ConfigError
+from .core.errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_TAMPERED, ConfigError, IntegrityError
 
 
 def _positive(name):
@@ -73,7 +75,22 @@ def run_generate(args) -> int:
     return 0 if same else 1
 
 
+REGENERATE_EXIT = {
+    0: "every figure redrawn, every points CSV byte-identical to the archive, manifest intact",
+    EXIT_DIFFERENT: "regenerated but different: a points CSV differs from the archive's, or a figure could "
+                    "not be redrawn",
+    EXIT_BAD_INPUT: "not an archive or unreadable, or bad arguments; nothing was written",
+    EXIT_TAMPERED: "tampered or unsafe archive (a file differs from its sha256; a malformed manifest, "
+                   "inputs.json or recipe; a member that is a link or has an absolute, drive or '..' name; "
+                   "a file not in the manifest; a path outside the archive or --out); nothing was written",
+}
+"""What each exit status of ``regenerate`` means (printed by its ``--help``)."""
+
+
 def add_regenerate(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "exit status:\n" + "\n".join(textwrap.fill(text, 96, initial_indent=f"  {code}  ", subsequent_indent="     ")
+                                              for code, text in REGENERATE_EXIT.items())
     p.add_argument("archive", help="a run archive (results/archive/<run_name>.tar.gz) or the directory it was "
                    "unpacked to")
     p.add_argument("--out", default="regenerated",
@@ -94,22 +111,27 @@ def run_regenerate(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownDeviceWarning)  # logged once per figure already
         result = regenerate(args.archive, args.out, args.formats)
+    for reason in result.rejected:
+        print(f"rejected: {reason}", file=sys.stderr)
     for name in result.manifest_errors:
         print(f"manifest: {name} does not match its sha256 (changed or missing)", file=sys.stderr)
+    if result.tampered:
+        print(f"the archive failed its integrity checks; nothing was written to {args.out}", file=sys.stderr)
+        return result.exit_status
     for fig in result.figures:
         print(f"{'identical' if fig['identical'] else 'MISMATCH '}  {fig['points']}  ({fig['kind']})")
     for err in result.errors:
         print(f"error: {err}", file=sys.stderr)
     n, same = len(result.figures), sum(f["identical"] for f in result.figures)
     print(f"{n} figures redrawn into {args.out}; {same} of {n} points CSVs byte-identical to the archive; "
-          f"manifest {'intact' if not result.manifest_errors else f'{len(result.manifest_errors)} file(s) differ'}")
+          "manifest intact")
     files = [f for fig in result.figures for f in fig["figure_files"]]
     same_files = sum(len(fig["figure_files_identical"]) for fig in result.figures)
     print(f"figure files byte-identical to the archive: {same_files} of {len(files)} "
           "(informational: fonts and library versions change image bytes, not the points)")
     if result.mismatches:
         print("mismatches: " + ", ".join(result.mismatches), file=sys.stderr)
-    return 0 if result.ok else 1
+    return result.exit_status
 
 
 SUBCOMMANDS = {
@@ -129,7 +151,10 @@ def main(argv=None, prog: str = "medusa-roofline") -> int:
     args = parser.parse_args(argv)
     try:
         return SUBCOMMANDS[args.command][1](args)
+    except IntegrityError as err:
+        print(f"rejected: {err}", file=sys.stderr)
+        return EXIT_TAMPERED
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 

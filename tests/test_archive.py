@@ -147,7 +147,7 @@ def test_regenerate_from_the_tarball_alone(packed, tmp_path):
         assert all(Path(p).is_file() for p in fig["written"])
 
 
-def test_tampered_files_are_reported(packed, tmp_path, capsys):
+def test_tampered_files_are_reported_and_nothing_is_written(packed, tmp_path, capsys):
     _, tarball, _ = packed
     root = archive.unpack(tarball, tmp_path / "unpacked")
     points = root / "results/figures/tiny/a100-80gb-pcie/qkpv_medusa.csv"
@@ -155,11 +155,11 @@ def test_tampered_files_are_reported(packed, tmp_path, capsys):
     table = root / "results/analytic/tiny/a100-80gb-pcie.csv"
     table.write_text(table.read_text() + "\n")
     assert set(archive.verify_manifest(root)) == {str(points.relative_to(root)), str(table.relative_to(root))}
-    assert main(["regenerate", str(root), "--out", str(tmp_path / "out")]) == 1
+    assert main(["regenerate", str(root), "--out", str(tmp_path / "out")]) == 3  # tampered
     out, err = capsys.readouterr()
     assert "manifest: results/figures/tiny/a100-80gb-pcie/qkpv_medusa.csv" in err
-    assert "MISMATCH   results/figures/tiny/a100-80gb-pcie/qkpv_medusa.csv" in out
-    assert "identical  results/figures/tiny/a100-80gb-pcie/all_ops.csv" in out
+    assert "manifest: results/analytic/tiny/a100-80gb-pcie.csv" in err
+    assert "nothing was written" in err and not out and not (tmp_path / "out").exists()
 
 
 def test_archive_refuses_a_recipe_input_it_would_not_hold(packed, tmp_path):

@@ -139,6 +139,15 @@ CASES = [
     ("acceptance-table-missing", lambda t, m: {"measure": {"acceptance_table": str(t / "inputs" / "nope.csv")}},
      True,
      ["measure.acceptance_table", "nope.csv", "does not exist"]),
+    ("speedup-acceptance-bad", lambda t, m: {"speedup": {"acceptance_table": write_file(
+        t, "acc.csv", "head,rank,accuracy\n0,0,0.5\n0,1,1.5\n")}}, False,
+     ["speedup.acceptance_table", "acc.csv", "line 3", "accuracy 1.5 is outside [0, 1]"]),
+    ("acceptance-head-out-of-range", lambda t, m: {"measure": dict(MEASURE, acceptance_table=write_file(
+        t, "acc.csv", "head,rank,accuracy\n0,0,0.5\n10000,10000,0.5\n"))}, True,
+     ["measure.acceptance_table", "line 3", "head 10000 is outside 0..63"]),
+    ("model-asks-for-remote-code", lambda t, m: {"analytic": {"models": [write_model(
+        t, auto_map={"AutoModelForCausalLM": "modeling_x.XForCausalLM"})]}}, True,
+     ["analytic.models", "asks for custom model code (auto_map: AutoModelForCausalLM)", "remove auto_map"]),
     ("layers-beyond-model", lambda t, m: {"measure": dict(MEASURE, layers=3)}, False,
      ["measure.layers", "3 is outside 1..2", "'tiny'"]),
     ("empty-grid-batch", lambda t, m: {"measure": dict(MEASURE, batch=[])}, True,

@@ -70,7 +70,7 @@ def test_positions_message_when_no_context_fits(tmp_path):
     raw = yaml.safe_load((REPO / "config" / "models" / "tiny" / "config.json").read_text())
     (model / "config.json").write_text(json.dumps(dict(raw, max_position_embeddings=100)))
     bad = config(measure={"device": "cpu", "models": [str(model)], "candidates": [112], "kv_len": [128]})
-    with pytest.raises(ConfigError, match="no kv_len fits: 112 query tokens alone exceed them") as err:
+    with pytest.raises(ConfigError, match="measure.candidates: 112 query tokens leave no room .* <= 99") as err:
         settings.resolve(bad, REPO)
     assert "<= -" not in str(err.value)
 

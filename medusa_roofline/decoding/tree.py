@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import math
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from ..core.paths import CONFIG_DIR
 
 DEFAULT_ACCEPTANCE = CONFIG_DIR / "acceptance" / "default.csv"
 ACCEPTANCE_COLUMNS = ("head", "rank", "accuracy")
+MAX_HEADS = 64
+"""Most Medusa heads an acceptance table may describe (published Medusa models use 3-5)."""
+MAX_RANKS = 1024
+"""Most ranks (top-k) per head (published tables use 10; trees never go near 1024 per head)."""
 
 Path_ = tuple[int, ...]
 
@@ -32,6 +37,8 @@ def load_acceptance_table(path: str | Path | None = None) -> np.ndarray:
     ``table[i, r]`` is the probability that head ``i``'s rank-``r`` proposal is the base model's
     greedy token. The CSV is long format with columns ``head,rank,accuracy`` and must fill every
     (head, rank) cell of the rectangle exactly once, so a typo cannot silently become a zero.
+    Heads are 0..MAX_HEADS-1 and ranks 0..MAX_RANKS-1; the table is only allocated once the file's
+    own rows fill it, so the work is bounded by the file's content, never by an index it declares.
     """
     path = Path(DEFAULT_ACCEPTANCE if path is None else path).expanduser()
     where = f"acceptance table {path}"
@@ -63,8 +70,12 @@ def load_acceptance_table(path: str | Path | None = None) -> np.ndarray:
                 f"acceptance: {where} line {line}: head and rank must be integers and accuracy a number, "
                 f"got head={row['head']!r} rank={row['rank']!r} accuracy={row['accuracy']!r}"
             ) from None
-        if head < 0 or rank < 0:
-            raise ConfigError(f"acceptance: {where} line {line}: head and rank must be >= 0")
+        if not 0 <= head < MAX_HEADS:
+            raise ConfigError(f"acceptance: {where} line {line}: head {head} is outside 0..{MAX_HEADS - 1} "
+                              f"(heads are >= 0, at most {MAX_HEADS} of them)")
+        if not 0 <= rank < MAX_RANKS:
+            raise ConfigError(f"acceptance: {where} line {line}: rank {rank} is outside 0..{MAX_RANKS - 1} "
+                              f"(ranks are >= 0, at most top-{MAX_RANKS} per head)")
         if not (0.0 <= acc <= 1.0) or math.isnan(acc):
             raise ConfigError(f"acceptance: {where} line {line}: accuracy {acc} is outside [0, 1]")
         if (head, rank) in cells:
@@ -73,13 +84,14 @@ def load_acceptance_table(path: str | Path | None = None) -> np.ndarray:
 
     num_heads = max(h for h, _ in cells) + 1
     top_k = max(r for _, r in cells) + 1
-    absent = [(h, r) for h in range(num_heads) for r in range(top_k) if (h, r) not in cells]
-    if absent:
-        shown = ", ".join(f"head={h} rank={r}" for h, r in absent[:5])
-        more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+    if len(cells) != num_heads * top_k:  # cells are unique and inside the rectangle: some are absent
+        absent = list(itertools.islice(((h, r) for h in range(num_heads) for r in range(top_k)
+                                        if (h, r) not in cells), 5))
+        shown = ", ".join(f"head={h} rank={r}" for h, r in absent)
+        more = num_heads * top_k - len(cells) - len(absent)
         raise ConfigError(
-            f"acceptance: {where} is missing cell(s) {shown}{more}; every head 0..{num_heads - 1} "
-            f"needs every rank 0..{top_k - 1}"
+            f"acceptance: {where} is missing cell(s) {shown}{f' and {more} more' if more else ''}; every head "
+            f"0..{num_heads - 1} needs every rank 0..{top_k - 1}"
         )
     table = np.zeros((num_heads, top_k), dtype=np.float64)
     for (h, r), acc in cells.items():

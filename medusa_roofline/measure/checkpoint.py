@@ -13,6 +13,12 @@ layers, reps, warm-up, seed, L2 flush, memory cap, CPU threads, acceptance-table
 torch/transformers versions and the source of the measuring code. A rerun with any of these
 changed measures from scratch (and removes the stale subdirectory). The grid is deliberately
 not part of the key: growing the grid after a kill reuses the points already measured.
+
+A point file read back is untrusted: it carries an integrity record (the key digest, code digest
+and device that produced it, and a sha256 over its point, rows and that fingerprint), and a file
+whose record is missing or does not verify is removed with a warning naming it and measured
+again. This catches corruption, hand edits and files from other code, settings or devices; it is
+not a signature (whoever can write the file can recompute the sha256).
 """
 
 from __future__ import annotations
@@ -58,6 +64,13 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def content_digest(point, rows, produced_by: dict) -> str:
+    """sha256 over a point's rows and the fingerprint of what produced them (canonical JSON)."""
+    text = json.dumps({"point": point, "rows": rows, "produced_by": produced_by}, sort_keys=True,
+                      separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def checkpoint_dir_for(output: str | Path) -> Path:
     """The checkpoint directory of the job writing ``output``.
 
@@ -91,6 +104,7 @@ class Checkpoint:
         self.key = key
         self.digest = key_digest(key)
         self.dir = self.root / self.digest
+        self.produced_by = {"key": self.digest, **{k: str(key.get(k)) for k in ("code", "device", "device_name")}}
         self.resumed = 0
         if self.root.is_dir():
             for stale in self.root.iterdir():
@@ -102,7 +116,9 @@ class Checkpoint:
                            (json.dumps(key, indent=2, sort_keys=True, default=str) + "\n").encode())
 
     def load(self, point) -> list[dict] | None:
-        """The rows saved for ``point``, or None (not measured yet, or an unreadable file, removed)."""
+        """The rows saved for ``point``, or None: not measured yet, or a file that does not verify
+        (unreadable, another point's, no or a wrong integrity record), which is removed with a
+        warning naming it and never used."""
         path = self.dir / _point_name(point)
         if not path.is_file():
             return None
@@ -110,9 +126,10 @@ class Checkpoint:
             data = json.loads(path.read_text())
             if data["point"] != [_plain(p) for p in point] or not isinstance(data["rows"], list):
                 raise ValueError(f"holds point {data['point']}")
+            self._verify(data)
             rows = data["rows"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("checkpoint: ignoring unreadable %s (%s); measuring the point again", path, exc)
+            log.warning("checkpoint: %s does not verify (%s); measuring the point again", path, exc)
             path.unlink(missing_ok=True)
             return None
         for row in rows:  # JSON has no NaN for None; keep NaN times NaN
@@ -122,9 +139,21 @@ class Checkpoint:
         self.resumed += 1
         return rows
 
+    def _verify(self, data: dict) -> None:
+        """The file's integrity record: written under this key, by this code and device, content unchanged."""
+        record = data.get("integrity")
+        if not isinstance(record, dict):
+            raise ValueError("no integrity record")
+        if record.get("produced_by") != self.produced_by:
+            raise ValueError(f"produced by {record.get('produced_by')}, not by {self.produced_by}")
+        if record.get("sha256") != content_digest(data["point"], data["rows"], self.produced_by):
+            raise ValueError("its content does not match its sha256 (edited or corrupted)")
+
     def save(self, point, rows: list[dict]) -> None:
-        data = {"point": [_plain(p) for p in point], "rows": rows}
-        atomic_write_bytes(self.dir / _point_name(point), json.dumps(data, default=_json_default).encode())
+        body = json.loads(json.dumps({"point": [_plain(p) for p in point], "rows": rows}, default=_json_default))
+        body["integrity"] = {"produced_by": self.produced_by,
+                             "sha256": content_digest(body["point"], body["rows"], self.produced_by)}
+        atomic_write_bytes(self.dir / _point_name(point), json.dumps(body).encode())
 
     def points(self) -> list[Path]:
         return sorted(self.dir.glob("point-*.json"))

@@ -17,6 +17,7 @@ from ..core.errors import ConfigError
 from ..core.io import sha256_file
 from .source import (
     LLAMA_FAMILY,
+    check_weight_files,
     checkpoint_weights,
     dims_from_config,
     instantiated_layers,
@@ -43,6 +44,27 @@ def load_hf_config(source: str, key: str = "model"):
     return cfg
 
 
+def _load_error(exc: Exception, directory) -> Exception:
+    """What a failed ``from_pretrained`` means, as a ConfigError (or ``exc`` itself when it is not a file problem)."""
+    name = type(exc).__name__
+    first = (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""])[0]
+    corrupt = name in ("SafetensorError", "HeaderTooLarge", "EOFError") or "PytorchStreamReader" in first
+    if corrupt:
+        return ConfigError(f"model: cannot load the checkpoint in {directory}: a weight file is truncated or "
+                           f"corrupt ({name}: {first[:200]}); copy or save it again")
+    if name == "UnpicklingError":
+        return ConfigError(
+            f"model: refusing to load the checkpoint in {directory} ({name}: {first[:200]}); "
+            "weights are read only from safetensors or with torch.load(weights_only=True), never by "
+            "unpickling arbitrary objects; save it with save_pretrained(dir, safe_serialization=True)"
+        )
+    mismatch = isinstance(exc, RuntimeError) and "mismatch" in str(exc)
+    if not (mismatch or isinstance(exc, (OSError, ValueError))):
+        return exc
+    hint = "the weights do not match its config.json" if mismatch else "is it a complete HF checkpoint?"
+    return ConfigError(f"model: cannot load the checkpoint in {directory} ({name}: {first[:300]}); {hint}")
+
+
 def build_model(source: str, dtype, device="cpu", layers: int | None = None, seed: int = 0,
                 attn_implementation: str = "eager"):
     """A LlamaForCausalLM on ``device``: from_pretrained for a checkpoint, random weights otherwise.
@@ -55,7 +77,7 @@ def build_model(source: str, dtype, device="cpu", layers: int | None = None, see
     cfg.num_hidden_layers = instantiated_layers(dims, layers, source)
     cfg._attn_implementation = attn_implementation
     directory = resolve_source(source)
-    weights = checkpoint_weights(source)
+    weights = check_weight_files(source)
     if weights:
         safetensors = weights[0].suffix == ".safetensors"
         try:
@@ -66,20 +88,10 @@ def build_model(source: str, dtype, device="cpu", layers: int | None = None, see
         except (MemoryError, torch.OutOfMemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - pickle/safetensors/size errors have no common base
-            unsafe = type(exc).__name__ in ("UnpicklingError", "SafetensorError", "HeaderTooLarge")
-            mismatch = isinstance(exc, RuntimeError) and "mismatch" in str(exc)
-            if not (unsafe or mismatch or isinstance(exc, (OSError, ValueError))):
+            err = _load_error(exc, directory)
+            if err is exc:
                 raise
-            first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""]
-            if unsafe:
-                raise ConfigError(
-                    f"model: refusing to load the checkpoint in {directory} ({type(exc).__name__}: {first[0][:200]}); "
-                    "weights are read only from safetensors or with torch.load(weights_only=True), never by "
-                    "unpickling arbitrary objects; save it with save_pretrained(dir, safe_serialization=True)"
-                ) from exc
-            hint = "the weights do not match its config.json" if mismatch else "is it a complete HF checkpoint?"
-            raise ConfigError(f"model: cannot load the checkpoint in {directory} "
-                              f"({type(exc).__name__}: {first[0][:300]}); {hint}") from exc
+            raise err from exc
         # Unexpected keys are fine (layers beyond ``layers`` are dropped); missing or mismatched
         # ones would silently be random: the checkpoint does not match its config.json.
         bad = sorted(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
@@ -116,7 +128,8 @@ def model_spec(source: str, dtype: str, device: str, layers: int | None = None) 
     return {
         "model": model_name(source),
         "source": "preset" if is_preset(source) else str(directory),
-        "architecture": (getattr(cfg, "architectures", None) or [type(model).__name__])[0],
+        "architecture": type(model).__name__,  # the class that ran, whatever config.json names
+        "config_architectures": list(getattr(cfg, "architectures", None) or []),
         "model_type": cfg.model_type,
         "dims": dims.to_dict(),
         "layers_instantiated": n_layers,

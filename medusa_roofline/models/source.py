@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def preset_names() -> list[str]:
     return sorted(p.name for p in PRESET_DIR.iterdir() if (p / "config.json").is_file())
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+"""A name used in result paths; always matched whole (``fullmatch``: no trailing newline slips through)."""
 
 REQUIRED_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers", "vocab_size")
 
@@ -80,7 +82,7 @@ def resolve_source(source: str, key: str = "model") -> Path:
             raise ConfigError(f"{key}: {config} is not a regular file")
         if not os.access(config, os.R_OK):
             raise ConfigError(f"{key}: {config} is not readable")
-        if not NAME_RE.match(path.name):
+        if not NAME_RE.fullmatch(path.name):
             raise ConfigError(f"{key}: local model directory name {path.name!r} is used in result paths and may "
                               "only contain letters, digits, '.', '_' and '-'; rename the directory or link it")
         return path
@@ -92,7 +94,7 @@ def resolve_source(source: str, key: str = "model") -> Path:
 
 def is_preset(source: str) -> bool:
     """A bare preset name (never a path: ``PRESET_DIR / "/abs/dir"`` would be ``/abs/dir``)."""
-    return bool(isinstance(source, str) and NAME_RE.match(source) and (PRESET_DIR / source / "config.json").is_file())
+    return bool(isinstance(source, str) and NAME_RE.fullmatch(source) and (PRESET_DIR / source / "config.json").is_file())
 
 
 def model_name(source: str) -> str:
@@ -101,7 +103,8 @@ def model_name(source: str) -> str:
 
 
 def read_config_json(source: str, key: str = "model") -> dict:
-    """The raw config.json of a preset or local directory, checked to be a Llama-family config.
+    """The raw config.json of a preset or local directory, checked to be a Llama-family config that
+    asks for no custom code (``auto_map`` is refused: remote code never runs here).
 
     Checked on the raw JSON, not on a transformers config object: ``LlamaConfig`` fills absent
     fields with defaults (hidden_size 4096, ...), which would silently turn a truncated config
@@ -121,6 +124,12 @@ def read_config_json(source: str, key: str = "model") -> dict:
         raise ConfigError(
             f"{key}: {path} has model_type {model_type!r}; only Llama-family models "
             f"({', '.join(sorted(LLAMA_FAMILY))}) are supported"
+        )
+    if raw.get("auto_map"):
+        raise ConfigError(
+            f"{key}: {path} asks for custom model code (auto_map: {', '.join(sorted(map(str, raw['auto_map'])))}); "
+            f"code from a model directory never runs here, and measuring the stock {model_type} class in its "
+            f"place would record the wrong model; remove auto_map to measure it as a plain {model_type} model"
         )
     missing = [f for f in REQUIRED_FIELDS if raw.get(f) is None]
     if missing:
@@ -214,3 +223,60 @@ def instantiated_layers(dims: ModelDims, layers: int | None, source: str = "mode
     if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= dims.layers:
         raise ConfigError(f"layers: {layers!r} is outside 1..{dims.layers} for model {source!r}")
     return layers
+
+
+SHARD_INDEX = {".safetensors": "model.safetensors.index.json", ".bin": "pytorch_model.bin.index.json"}
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
+
+
+def _safetensors_problem(path: Path, size: int) -> str | None:
+    if size < 8:
+        return f"it holds {size} bytes, fewer than the 8-byte header length"
+    with open(path, "rb") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        if header_len > min(size - 8, SAFETENSORS_MAX_HEADER):
+            return f"its header length says {header_len} bytes but the file holds {size}"
+        try:
+            header = json.loads(fh.read(header_len))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "its header is not valid safetensors JSON"
+    if 8 + header_len + end != size:
+        return f"its header describes {8 + header_len + end} bytes of tensors but the file holds {size}"
+    return None
+
+
+def weight_file_problem(path: Path) -> str | None:
+    """Why a weight file is incomplete (truncated or corrupt), from its header alone; None when it
+    looks whole or cannot be told without loading it (a legacy pickle ``.bin``).
+
+    ``.safetensors``: the header's tensor offsets must cover the file exactly. ``.bin`` written by
+    ``torch.save`` is a zip archive: its central directory (at the end) must be readable."""
+    size = path.stat().st_size
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path, size)
+    with open(path, "rb") as fh:
+        zipped = fh.read(2) == b"PK"
+    if zipped and not zipfile.is_zipfile(path):
+        return "it starts as a zip archive (torch.save) but has no readable end (central directory)"
+    return None
+
+
+def check_weight_files(source: str, key: str = "model") -> list[Path]:
+    """:func:`checkpoint_weights`, each checked by :func:`weight_file_problem` (ConfigError naming it)."""
+    weights = checkpoint_weights(source, key)
+    for path in weights:
+        problem = weight_file_problem(path)
+        if problem:
+            raise ConfigError(f"{key}: weight file {path} is truncated or corrupt: {problem}; copy or save it again")
+    return weights
+
+
+def checkpoint_files(source: str, key: str = "model") -> list[Path]:
+    """Every file a local checkpoint's model is loaded from besides config.json: its weight files and
+    the shard index beside them (a workflow input, so replacing one reruns what used it)."""
+    weights = checkpoint_weights(source, key)
+    if not weights:
+        return []
+    index = weights[0].parent / SHARD_INDEX[weights[0].suffix]
+    return weights + ([index] if index.is_file() else [])

@@ -9,7 +9,8 @@ the resolved config, a provenance record and a sha256 manifest of every member.
 Members keep their path relative to the working directory; files outside it are stored under
 ``repo/`` (inside the repository) or ``external/`` (anywhere else, by absolute path), and
 ``inputs.json`` maps each path as a recipe records it to its member, so :func:`regenerate` can
-redraw every figure from its recipe with no model, no GPU and no workflow.
+redraw every figure from its recipe with no model, no GPU and no workflow. An archive read back
+is untrusted: :mod:`.verify` checks it whole before :func:`regenerate` writes anything.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..core.errors import ConfigError
-from ..core.paths import REPO_ROOT
+from ..core.errors import EXIT_DIFFERENT, EXIT_TAMPERED, ConfigError, IntegrityError
+from ..core.io import sha256_file
+from ..core.paths import REPO_ROOT, safe_relative_name
 from ..core.provenance import git_commit, git_dirty
 from ..results.render import RECIPE_SUFFIX, load_recipe, recorded_path, render_recipe
+from .verify import INPUTS, MANIFEST, check_unpacked, read_manifest, unpack, verify_manifest  # noqa: F401 (API)
 
-MANIFEST = "MANIFEST.sha256"
 CONFIG = "config.resolved.yaml"
 PROVENANCE = "provenance.json"
-INPUTS = "inputs.json"
 META = (MANIFEST, CONFIG, PROVENANCE, INPUTS)
 
 
@@ -170,9 +171,10 @@ def write_archive(out: str | Path, members: dict[str, Path | bytes]) -> dict[str
     Members are sorted with zeroed owners and times, so the layout is reproducible. Returns the
     manifest as a dict (name -> sha256)."""
     data = {name: (src if isinstance(src, bytes) else Path(src).read_bytes()) for name, src in members.items()}
-    bad = [n for n in data if n.startswith("/") or ".." in Path(n).parts or n == MANIFEST]
-    if bad:
-        raise ValueError(f"archive member names must be relative and below the root: {bad}")
+    for name in data:
+        safe_relative_name(name, "archive member")
+    if MANIFEST in data:
+        raise ValueError(f"archive members may not be named {MANIFEST}")
     manifest = {name: sha256_bytes(blob) for name, blob in sorted(data.items())}
     data[MANIFEST] = "".join(f"{digest}  {name}\n" for name, digest in manifest.items()).encode()
 
@@ -232,108 +234,87 @@ def pack_run(out: str | Path, results: list[str], config_files: list[str], confi
     return write_archive(out, blobs)
 
 
-# ------------------------------------------------------------------------------------ unpacking
-
-
-def read_manifest(root: str | Path) -> dict[str, str]:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{root}: no {MANIFEST}; not an unpacked medusa-roofline archive")
-    manifest = {}
-    for line in path.read_text().splitlines():
-        digest, name = line.split("  ", 1)
-        manifest[name] = digest
-    return manifest
-
-
-def verify_manifest(root: str | Path) -> list[str]:
-    """Names whose content no longer matches the manifest of an unpacked archive (empty = intact)."""
-    root = Path(root)
-    bad = []
-    for name, digest in read_manifest(root).items():
-        path = root / name
-        if not path.is_file() or sha256_bytes(path.read_bytes()) != digest:
-            bad.append(name)
-    return bad
-
-
-def unpack(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a .tar.gz into ``dest`` (regular files only, nothing outside ``dest``)."""
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="data")
-    except (OSError, tarfile.TarError) as err:
-        raise ConfigError(f"{archive}: cannot unpack: {err}") from None
-    return Path(dest)
-
-
 # ---------------------------------------------------------------------------------- regenerating
 
 
 @dataclass
 class Regenerated:
-    """What :func:`regenerate` did: figures redrawn, and everything that did not match."""
+    """What :func:`regenerate` did: figures redrawn, and everything that did not match.
+
+    ``rejected`` (the archive failed a structural check) and ``manifest_errors`` (files whose
+    sha256 differs) mean the archive was not trusted and nothing was written."""
 
     manifest_errors: list[str] = field(default_factory=list)
     figures: list[dict] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    @property
+    def tampered(self) -> bool:
+        return bool(self.rejected or self.manifest_errors)
 
     @property
     def ok(self) -> bool:
-        return not (self.manifest_errors or self.mismatches or self.errors)
+        return not (self.tampered or self.mismatches or self.errors)
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_TAMPERED if self.tampered else 0 if self.ok else EXIT_DIFFERENT
 
 
-def _resolver(root: Path, manifest: dict[str, str], inputs_map: dict[str, str]):
-    def resolve(recorded: str) -> Path:
-        name = inputs_map.get(recorded, recorded)
-        if name not in manifest:
-            raise ConfigError(f"input {recorded} is not in the archive")
-        return root / name
-
-    return resolve
+def _digest(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
 
 
-def regenerate_dir(root: str | Path, out: str | Path, formats: list[str] | None = None) -> Regenerated:
-    """Verify an unpacked archive's manifest, redraw every figure from its recipe (inputs from the
-    archive) into ``out`` and compare each points CSV byte for byte with the archived one."""
+def regenerate_dir(root: str | Path, out: str | Path, formats: list[str] | None = None,
+                   every_file_listed: bool = False) -> Regenerated:
+    """Check an unpacked archive (:func:`~.verify.check_unpacked`) and only then redraw every figure
+    from its recipe (inputs from the archive) into ``out``, comparing each points CSV's sha256
+    with the manifest's. A failed check writes nothing."""
     root, out = Path(root), Path(out)
-    manifest = read_manifest(root)
-    result = Regenerated(manifest_errors=verify_manifest(root))
-    inputs_path = root / INPUTS
-    inputs_map = json.loads(inputs_path.read_text())["files"] if inputs_path.is_file() else {}
-    resolve = _resolver(root, manifest, inputs_map)
-    recipes = sorted(n for n in manifest if n.endswith(RECIPE_SUFFIX))
-    if not recipes:
+    result = Regenerated()
+    try:
+        checked = check_unpacked(root, out, every_file_listed)
+    except IntegrityError as err:
+        result.rejected.append(str(err))
+        return result
+    result.manifest_errors = checked.changed
+    if result.tampered:
+        return result
+    manifest = checked.manifest
+    if not checked.recipes:
         result.errors.append("the archive holds no figure recipes (*.recipe.json)")
-    for name in recipes:
+    out_root = out.resolve()
+    for planned in checked.recipes:
         try:
-            recipe = load_recipe(root / name)
-            written, used = render_recipe(recipe, resolve, out, formats)
+            written, used = render_recipe(planned.recipe, planned.reads.__getitem__, out, formats)
         except Exception as err:  # one broken recipe must not hide the others
-            result.errors.append(f"{name}: {type(err).__name__}: {err}")
+            result.errors.append(f"{planned.name}: {type(err).__name__}: {err}")
             continue
-        points = recipe["outputs"]["points"].lstrip("/")  # as render_recipe writes it under out
-        archived, fresh = root / points, out / points
-        same = archived.is_file() and archived.read_bytes() == fresh.read_bytes()
+        wrote = {Path(w).relative_to(out_root).as_posix(): Path(w) for w in written}
+        same = manifest.get(planned.points) == _digest(wrote[planned.points])
         if not same:
-            result.mismatches.append(points)
-        drawn = [Path(w).relative_to(out).as_posix() for w in written if not w.endswith(".csv")]
-        same_files = [d for d in drawn if (root / d).is_file() and (root / d).read_bytes() == (out / d).read_bytes()]
-        result.figures.append({"recipe": name, "kind": recipe["kind"], "points": points, "identical": same,
-                               "figure_files": drawn, "figure_files_identical": same_files,
+            result.mismatches.append(planned.points)
+        drawn = [name for name in wrote if not name.endswith(".csv")]
+        same_files = [d for d in drawn if manifest.get(d) == _digest(wrote[d])]
+        result.figures.append({"recipe": planned.name, "kind": planned.recipe["kind"], "points": planned.points,
+                               "identical": same, "figure_files": drawn, "figure_files_identical": same_files,
                                "written": written, "inputs": used})
     return result
 
 
 def regenerate(source: str | Path, out: str | Path, formats: list[str] | None = None) -> Regenerated:
-    """:func:`regenerate_dir` on an archive file (unpacked to a temporary directory) or directory."""
+    """:func:`regenerate_dir` on an archive file (unpacked, every member checked, to a temporary
+    directory; every extracted file must be in the manifest) or on an unpacked directory."""
     source = Path(source)
     with contextlib.ExitStack() as stack:
         if source.is_dir():
-            root = source
-        elif source.is_file():
-            root = unpack(source, stack.enter_context(tempfile.TemporaryDirectory(prefix="medusa-archive-")))
-        else:
+            return regenerate_dir(source, out, formats)
+        if not source.is_file():
             raise ConfigError(f"{source}: no such archive or directory")
-        return regenerate_dir(root, out, formats)
+        try:
+            root = unpack(source, stack.enter_context(tempfile.TemporaryDirectory(prefix="medusa-archive-")))
+        except IntegrityError as err:
+            return Regenerated(rejected=[str(err)])
+        return regenerate_dir(root, out, formats, every_file_listed=True)

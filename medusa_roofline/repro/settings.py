@@ -25,7 +25,8 @@ from ..core.io import read_yaml
 from ..core.paths import configured_path
 from ..decoding import tree
 from ..measure.backends import parse_backends
-from ..models.source import PRESET_DIR, ModelDims, model_dims, model_name, resolve_source
+from ..models.source import (PRESET_DIR, ModelDims, check_weight_files, checkpoint_files, model_dims, model_name,
+                             resolve_source)
 
 MIB = 1 << 20
 
@@ -138,6 +139,12 @@ def model_config_file(source: str) -> str:
     return str(resolve_source(source) / "config.json")
 
 
+def model_weight_files(source: str) -> list[str]:
+    """A local checkpoint's weight files and shard index ([] for a preset): inputs of the rule that
+    loads it, so replacing a weight file reruns it and everything after it."""
+    return [str(p) for p in checkpoint_files(source)]
+
+
 def model_sources(sources: list[str], key: str) -> dict[str, str]:
     """Result name -> source, checking each source resolves and that names are unique."""
     out: dict[str, str] = {}
@@ -183,18 +190,21 @@ def check_grid(section: dict, key: str, fields=("batch", "kv_len")) -> None:
 
 def check_positions(kv_lens: list[int], key: str, shapes: dict[str, ModelDims], query_tokens: int) -> None:
     """The longest context plus the step's query tokens must fit every model's positions."""
+    section = key.split(".")[0]
     longest = max(kv_lens) + query_tokens
     for name, dims in shapes.items():
-        if not dims.max_positions:
-            raise ConfigError(f"{key.split('.')[0]}.models ({name}): config.json lacks max_position_embeddings, "
+        limit = dims.max_positions
+        if not limit:
+            raise ConfigError(f"{section}.models ({name}): config.json lacks max_position_embeddings, "
                               "needed to check that kv_len + candidates fit the model's positions")
-        if longest > dims.max_positions:
-            room = dims.max_positions - query_tokens
-            allowed = f"allowed kv_len <= {room}" if room >= 1 else (
-                f"no kv_len fits: {query_tokens} query tokens alone exceed them; lower the candidates")
+        if query_tokens >= limit:
+            raise ConfigError(f"{section}.candidates: {query_tokens} query tokens leave no room for a KV cache in "
+                              f"model {name!r}, whose max_position_embeddings is {limit}; allowed candidates <= "
+                              f"{limit - 1}")
+        if longest > limit:
             raise ConfigError(
                 f"{key}: {longest} tokens (kv_len {max(kv_lens)} + {query_tokens} query tokens) exceed model "
-                f"{name!r} max_position_embeddings {dims.max_positions}; {allowed}"
+                f"{name!r} max_position_embeddings {limit}; allowed kv_len <= {limit - query_tokens}"
             )
 
 
@@ -313,6 +323,8 @@ def resolve_measure(section: dict, acceptance: str) -> Measure:
         check_grid(section, "measure")
         check_tree_sizes(section["candidates"], "measure.candidates", acceptance)
         shapes = model_shapes(models, "measure.models")
+        for source in models.values():
+            check_weight_files(source, f"measure.models ({source})")
         layers = section.get("layers")
         for name, dims in shapes.items():
             if layers is not None and not 1 <= layers <= dims.layers:
@@ -355,8 +367,13 @@ def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptanc
         hw_mod.get(table, key, f"speedup.hardware[{i}]")
     models = model_sources(section["models"], "speedup.models")
     model_shapes(models, "speedup.models")
+    key = "speedup.acceptance_table" if section.get("acceptance_table") else "measure.acceptance_table"
     path = acceptance_table(section.get("acceptance_table"), basedir, "speedup.acceptance_table",
                             default_acceptance)
+    largest = tree.max_tree_size(tree.load_acceptance_table(path))
+    if models and section["max_candidates"] > largest:
+        raise ConfigError(f"speedup.max_candidates: {section['max_candidates']} exceeds the largest tree the "
+                          f"acceptance table {path} ({key}) can build ({largest} nodes); lower it or use a larger table")
     return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
                    kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path)
 

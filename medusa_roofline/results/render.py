@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,9 @@ import pandas as pd
 from .. import __version__
 from ..analytic.hardware import detect_hardware, load_ceilings, load_table, measured_roofs, parse_entry
 from ..analytic.table import analytic_provenance
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, IntegrityError
 from ..core.io import write_json
+from ..core.paths import contained
 from ..decoding.tree import load_acceptance_table
 from ..models.source import dims_from_config
 from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
@@ -43,7 +45,6 @@ log = logging.getLogger("medusa_roofline.render")
 
 RECIPE_SUFFIX = ".recipe.json"
 RECIPE_VERSION = 1
-
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -304,25 +305,83 @@ def save(fig, points: pd.DataFrame, kind: str, inputs: dict[str, str], params: d
     return written + [str(recipe_path)]
 
 
-def load_recipe(path: str | Path) -> dict:
-    try:
-        recipe = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"recipe {path}: cannot read: {err}") from None
+PLOT_FORMATS = ("pdf", "svg", "png")
+DPI_RANGE = (50, 1200)  # as config/schema.yaml allows for plot.dpi
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_plot(plot, where: str) -> None:
+    """A recipe's ``params.plot``: known formats only (they become file suffixes), sane dpi and size."""
+    if not isinstance(plot, dict):
+        raise IntegrityError(f"{where}: params.plot must be an object, got {type(plot).__name__}")
+    formats = plot.get("formats")
+    if not isinstance(formats, list) or not formats or any(f not in PLOT_FORMATS for f in formats):
+        raise IntegrityError(f"{where}: params.plot.formats must be a non-empty list of {', '.join(PLOT_FORMATS)}, "
+                             f"got {formats!r}")
+    dpi = plot.get("dpi")
+    if not _is_number(dpi) or not DPI_RANGE[0] <= dpi <= DPI_RANGE[1]:
+        raise IntegrityError(f"{where}: params.plot.dpi must be a number in {DPI_RANGE[0]}..{DPI_RANGE[1]}, got {dpi!r}")
+    for field in ("width", "height"):
+        if not _is_number(plot.get(field)) or plot[field] <= 0:
+            raise IntegrityError(f"{where}: params.plot.{field} must be a positive number, got {plot.get(field)!r}")
+
+
+def check_recipe(recipe, where: str) -> dict:
+    """A recipe's structure, as :func:`make_recipe` writes it; IntegrityError naming ``where`` otherwise."""
+    if not isinstance(recipe, dict):
+        raise IntegrityError(f"{where}: must hold a JSON object, got {type(recipe).__name__}")
     missing = [k for k in ("kind", "inputs", "params", "outputs") if k not in recipe]
     if missing:
-        raise ConfigError(f"recipe {path}: lacks {', '.join(missing)}")
+        raise IntegrityError(f"{where}: lacks {', '.join(missing)}")
+    if not isinstance(recipe["kind"], str):
+        raise IntegrityError(f"{where}: kind must be a string, got {recipe['kind']!r}")
+    inputs = recipe["inputs"]
+    if not isinstance(inputs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+        raise IntegrityError(f"{where}: inputs must map role names to path strings")
+    if not isinstance(recipe["params"], dict):
+        raise IntegrityError(f"{where}: params must be an object")
+    check_plot(recipe["params"].get("plot"), where)
+    outputs = recipe["outputs"]
+    points = outputs.get("points") if isinstance(outputs, dict) else None
+    if not isinstance(points, str) or not points.endswith(".csv"):
+        raise IntegrityError(f"{where}: outputs.points must be the path of a .csv file, got {points!r}")
     return recipe
+
+
+def load_recipe(path: str | Path, where: str | None = None) -> dict:
+    """A recipe file, checked by :func:`check_recipe`; errors name ``where`` (default: the path) and,
+    for malformed JSON, the line."""
+    where = f"recipe {path if where is None else where}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: cannot read: {err}") from None
+    try:
+        recipe = json.loads(text)
+    except ValueError as err:
+        line = f" line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise IntegrityError(f"{where}{line}: not valid JSON: {getattr(err, 'msg', err)}") from None
+    return check_recipe(recipe, where)
+
+
+def output_stem(recipe: dict, out: str | Path, where: str = "recipe") -> Path:
+    """Where a recipe's figure goes under ``out``: its ``outputs.points`` without ``.csv``, refused
+    unless it is a relative path that stays inside ``out`` (symlinks resolved)."""
+    return contained(out, recipe["outputs"]["points"], f"{where}: outputs.points").with_suffix("")
 
 
 def render_recipe(recipe: dict, resolve: Callable[[str], str | Path] = str, out: str | Path = ".",
                   formats: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Redraw a recipe's figure: inputs through ``resolve``, outputs under ``out`` at their recorded
-    relative paths. Returns (files written, inputs as resolved)."""
+    relative paths (never outside ``out``: :func:`output_stem`). Returns (files written, inputs as resolved)."""
     inputs = {role: str(resolve(path)) for role, path in recipe["inputs"].items()}
     params = dict(recipe["params"])
     if formats is not None:
         params["plot"] = dict(params["plot"], formats=list(formats))
+    check_plot(params["plot"], "recipe")
+    stem = output_stem(recipe, out)
     fig, points = render(recipe["kind"], inputs, params)
-    stem = Path(out) / recipe["outputs"]["points"].lstrip("/").removesuffix(".csv")
     return write_figure(fig, points, stem, params), inputs

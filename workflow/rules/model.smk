@@ -2,9 +2,12 @@
 
 
 rule load_model:
-    """Build or load the model once and record it; every sweep job depends on this spec."""
+    """Build or load the model once and record it; every sweep job depends on this spec. A local
+    checkpoint's weight files are inputs: replacing one reruns this and every sweep of the model.
+    """
     input:
         model_config=model_config(MEASURE.models),
+        weights=lambda w: settings.model_weight_files(MEASURE.models[w.model]),
         code=script_code("load_model.py"),
     output:
         "results/models/{model}/spec.json",

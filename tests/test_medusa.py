@@ -150,9 +150,9 @@ def test_verify_forward_matches_sequential(model, table):
     """Node i's logits from one tree pass == logits of the causal run over prefix + its path."""
     buf = tree_buffers(build_tree(table, 24))
     ids = prompt(2, 6, seed=5)
-    state = prefill(model, ids)
+    state = prefill(model, ids, 6 + buf.n)
     tokens = torch.randint(0, 256, (2, buf.n), generator=torch.Generator().manual_seed(2))
-    before = [layer.keys.clone() for layer in state.cache.layers]
+    before = [layer.keys[:, :, :6].clone() for layer in state.cache.layers]
     with torch.inference_mode():
         out = verify_forward(model, tokens, buf, state.cache, 6)
         assert state.cache.get_seq_length() == 6 + buf.n
@@ -166,7 +166,7 @@ def test_verify_forward_matches_sequential(model, table):
     crop_cache(state.cache, 6)
     assert state.cache.get_seq_length() == 6
     for layer, old in zip(state.cache.layers, before):
-        assert torch.equal(layer.keys, old)
+        assert torch.equal(layer.keys[:, :, :6], old), "the prefix is untouched by the tree pass"
     with torch.inference_mode():  # precomputed inputs (what a timing loop does) give the same pass
         mask, pos = verify_inputs(model, buf, state.cache, 6, 2, "cpu")
         again = verify_forward(model, tokens, buf, state.cache, 6, mask=mask, position_ids=pos)
@@ -175,7 +175,7 @@ def test_verify_forward_matches_sequential(model, table):
 
 
 def test_crop_cache_rejects_growth(model):
-    cache = new_cache(model)
+    cache = new_cache(model, 1, 8)
     with torch.inference_mode():
         model(input_ids=prompt(1, 4), past_key_values=cache, use_cache=True)
     with pytest.raises(ValueError):
@@ -190,7 +190,7 @@ def test_cache_compaction_equals_autoregressive(model, table):
     ref = greedy_reference(model, ids)
     oracle = OracleHeads(model, ref)
     buf = tree_buffers(build_tree(table, 32))
-    state = prefill(model, ids)
+    state = prefill(model, ids, 8 + 4 * 5 + buf.n)
     seqs = [ids[b].tolist() for b in range(3)]
     saw_multi = saw_ragged = False
     for _ in range(4):
@@ -203,7 +203,7 @@ def test_cache_compaction_equals_autoregressive(model, table):
             assert state.valid[b] == len(seqs[b])
             assert seqs[b] == ref[b, : len(seqs[b])].tolist(), "committed tokens are greedy tokens"
             assert state.root[b] == ref[b, len(seqs[b])], "root is the greedy next token"
-            cache = new_cache(model)
+            cache = new_cache(model, 1, len(seqs[b]))
             with torch.inference_mode():
                 model.model(input_ids=torch.tensor([seqs[b]]), past_key_values=cache, use_cache=True)
             for got, want in zip(state.cache.layers, cache.layers):

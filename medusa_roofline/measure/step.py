@@ -21,8 +21,7 @@ def fill_cache(model, batch: int, kv_len: int, dtype, device, generator=None, ex
     cache = PreallocatedCache(model.config, batch, kv_len + extra, dtype, device)
     for layer in cache.layers:
         for buf in (layer.keys, layer.values):
-            shape = (*buf.shape[:2], kv_len, buf.shape[3])
-            buf[:, :, :kv_len].copy_(torch.randn(shape, generator=generator, device=device, dtype=dtype))
+            buf[:, :, :kv_len].normal_(generator=generator)  # in place: no second copy of the cache
     cache.set_length(kv_len)
     return cache
 

@@ -1,7 +1,8 @@
 """Build or load a Llama-family model with transformers, and record what a measurement ran on.
 
 Presets get seeded random weights, made on the device they run on (:mod:`.init`); a local checkpoint
-loads its real weights from safetensors (or ``pytorch_model*.bin`` with ``weights_only=True``). Nothing reaches a hub and remote code never runs.
+loads its real weights from safetensors (or ``pytorch_model*.bin`` with ``weights_only=True``).
+Nothing reaches a hub and remote code never runs.
 """
 
 from __future__ import annotations

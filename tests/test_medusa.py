@@ -367,3 +367,15 @@ def test_cli_config_errors(capsys, argv, fragment):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ragged_lossless_on_cuda():
+    cuda_model = build_model("tiny", torch.float32, "cuda")
+    rows = [prompt(1, n, seed=40 + n)[0].tolist() for n in RAGGED]
+    ids, mask = pad_prompts(rows, device="cuda")
+    tree = load_tree_file(TREES_DIR / "mc_sim_7b_63.yaml")
+    got, _ = medusa_generate(cuda_model, random_heads(cuda_model), ids, tree.paths, NEW_TOKENS, attention_mask=mask)
+    want, _ = greedy_generate(cuda_model, ids, NEW_TOKENS, attention_mask=mask)
+    assert got.device.type == "cuda" and torch.equal(got, want)

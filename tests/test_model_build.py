@@ -93,3 +93,15 @@ def test_rule_mem_mb_by_hand():
     assert ckpt >= PROCESS_BASELINE_MB["cuda"] + 1.25 * weight_params(big, 2, 4) * 2 / 2**20
     cpu33 = rule_mem_mb(big, 2, [16], [8192], [112], 4, medusa_heads=4)
     assert cpu33 > 1.25 * weight_params(big, 2, 4) * 4 / 2**20, "weights alone are 10 GB in float32"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_build_creates_no_weight_on_the_host():
+    log = TensorLog()
+    with log:
+        model = build_model("llama-33b", torch.float16, "cuda", layers=2)
+        heads = random_heads(model, num_heads=4)
+    assert {p.device.type for p in [*model.parameters(), *heads.parameters()]} == {"cuda"}
+    assert max((n for dev, n in log.made if dev == "cpu"), default=0) < 10_000
+    assert all(torch.isfinite(p).all() for p in model.parameters())

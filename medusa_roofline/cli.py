@@ -30,12 +30,24 @@ def _positive(name):
 
 def add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny", help="preset name or local HF Llama directory (default tiny)")
-    p.add_argument("--candidates", type=_positive("candidates"), default=16,
-                   help="tree size in query tokens, root included (default 16)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--candidates", type=_positive("candidates"), default=16,
+                       help="greedy tree of this many query tokens, root included, built from the acceptance table "
+                            "(default 16)")
+    which.add_argument("--tree", default=None,
+                       help="tree file: YAML/JSON list of Medusa medusa_choices-style paths, e.g. "
+                            "config/trees/mc_sim_7b_63.yaml (format: config/trees/README.md)")
     p.add_argument("--max-new-tokens", type=_positive("max-new-tokens"), default=64)
-    p.add_argument("--batch", type=_positive("batch"), default=1)
-    p.add_argument("--prompt-len", type=_positive("prompt-len"), default=8)
+    p.add_argument("--batch", type=_positive("batch"), default=None,
+                   help="rows (default: one per --prompt-len value, else 1)")
+    p.add_argument("--prompt-len", type=_positive("prompt-len"), nargs="+", default=[8],
+                   help="prompt length; several values give rows of different lengths, cycled over the rows and "
+                        "left-padded (ragged batch)")
     p.add_argument("--heads", default=None, help="Medusa heads file (.safetensors or torch.save); random if omitted")
+    p.add_argument("--num-heads", type=_positive("num-heads"), default=None,
+                   help="random heads to build (default: the acceptance table's head count)")
+    p.add_argument("--top-k", type=_positive("top-k"), default=10,
+                   help="ranks each head proposes; a --tree rank must be below it (default 10, Medusa's)")
     p.add_argument("--acceptance", default=None, help="acceptance CSV (head,rank,accuracy); default table if omitted")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--device", default="cpu")
@@ -43,32 +55,43 @@ def add_generate(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
-    """Medusa vs. plain greedy decoding on one random prompt: same tokens? how many per step?"""
+    """Medusa vs. plain greedy decoding on random prompts: same tokens? how many per step?"""
     import torch
 
     from .decoding.heads import load_medusa_heads, random_heads
-    from .decoding.medusa import greedy_generate, medusa_generate
-    from .decoding.tree import build_tree, load_acceptance_table
+    from .decoding.medusa import greedy_generate, medusa_generate, pad_prompts
+    from .decoding.tree import load_acceptance_table, tree_paths_for
     from .models.load import build_model
 
     dtype = getattr(torch, DTYPES[args.dtype])
     table = load_acceptance_table(args.acceptance)
-    paths = build_tree(table, args.candidates)
+    if args.tree:  # a bad tree file stops here, before any model is built
+        tree_paths_for(args.tree, top_k=args.top_k)
     model = build_model(args.model, dtype, device=args.device, seed=args.seed)
-    depth = max(len(p) for p in paths)
     if args.heads:
         heads = load_medusa_heads(args.heads, model.config.hidden_size, model.config.vocab_size,
                                   dtype=dtype, device=args.device)
     else:
-        heads = random_heads(model, num_heads=max(depth, table.shape[0]), seed=args.seed)
+        heads = random_heads(model, num_heads=args.num_heads or table.shape[0], seed=args.seed)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if args.tree:
+        tree = tree_paths_for(args.tree, num_heads=heads.num_heads, top_k=min(args.top_k, model.config.vocab_size),
+                              max_nodes=limit)
+    else:
+        tree = tree_paths_for(args.candidates, table, max_nodes=limit)
+    batch = args.batch or len(args.prompt_len)
+    lengths = [args.prompt_len[i % len(args.prompt_len)] for i in range(batch)]
     gen = torch.Generator().manual_seed(args.seed)
-    prompt = torch.randint(0, model.config.vocab_size, (args.batch, args.prompt_len), generator=gen).to(args.device)
+    rows = [torch.randint(0, model.config.vocab_size, (n,), generator=gen).tolist() for n in lengths]
+    prompt, mask = pad_prompts(rows, device=args.device)
+    mask = None if len(set(lengths)) == 1 else mask
 
-    medusa_tokens, m = medusa_generate(model, heads, prompt, paths, args.max_new_tokens)
-    greedy_tokens, g = greedy_generate(model, prompt, args.max_new_tokens)
+    medusa_tokens, m = medusa_generate(model, heads, prompt, tree.paths, args.max_new_tokens, attention_mask=mask)
+    greedy_tokens, g = greedy_generate(model, prompt, args.max_new_tokens, attention_mask=mask)
     same = torch.equal(medusa_tokens, greedy_tokens)
-    print(f"model {args.model}  batch {args.batch}  prompt {args.prompt_len}  new tokens {args.max_new_tokens}  "
-          f"tree {args.candidates} nodes (depth {depth})")
+    shown = ",".join(map(str, lengths)) if mask is not None else str(lengths[0])
+    print(f"model {args.model}  batch {batch}  prompt {shown}  new tokens {args.max_new_tokens}  "
+          f"tree {tree.name}: {tree.candidates} nodes (depth {tree.depth})")
     print(f"identical: {'yes' if same else 'no'}")
     print(f"medusa: {m.mean_accepted:.3f} tokens/step  {m.steps} steps  {m.wall_s:.3f} s")
     print(f"greedy: {g.mean_accepted:.3f} tokens/step  {g.steps} steps  {g.wall_s:.3f} s")

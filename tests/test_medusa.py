@@ -16,11 +16,14 @@ from medusa_roofline.decoding.medusa import (
     medusa_generate,
     medusa_step,
     new_cache,
+    pad_prompts,
     prefill,
+    prefill_inputs,
+    prompt_start,
     verify_forward,
     verify_inputs,
 )
-from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
+from medusa_roofline.decoding.tree import TREES_DIR, build_tree, load_acceptance_table, load_tree_file
 from medusa_roofline.decoding.tree_buffers import tree_buffers
 from medusa_roofline.models.load import build_model
 
@@ -56,10 +59,12 @@ class OracleHeads:
 
     SCHEDULE = [0, 0, 1, 0, 2, None, 0, 3, 0, None, 1]
 
-    def __init__(self, model, reference, num_heads=4, vocab=256):
+    def __init__(self, model, reference, num_heads=4, vocab=256, start=None):
         self.num_heads, self.vocab, self.ref = num_heads, vocab, reference
-        with torch.inference_mode():
-            self.hidden = model.model(input_ids=reference).last_hidden_state  # [b, L, h]
+        start = torch.zeros(reference.shape[0], dtype=torch.long) if start is None else start
+        mask, positions = prefill_inputs(start, reference.shape[1], torch.float32, "cpu")
+        with torch.inference_mode():  # [b, L, h]; left-padded rows run as they do in generation
+            self.hidden = model.model(input_ids=reference, attention_mask=mask, position_ids=positions).last_hidden_state
         self.order = torch.randperm(vocab, generator=torch.Generator().manual_seed(1))
 
     def rank(self, b, p, i):
@@ -150,9 +155,9 @@ def test_verify_forward_matches_sequential(model, table):
     """Node i's logits from one tree pass == logits of the causal run over prefix + its path."""
     buf = tree_buffers(build_tree(table, 24))
     ids = prompt(2, 6, seed=5)
-    state = prefill(model, ids)
+    state = prefill(model, ids, 6 + buf.n)
     tokens = torch.randint(0, 256, (2, buf.n), generator=torch.Generator().manual_seed(2))
-    before = [layer.keys.clone() for layer in state.cache.layers]
+    before = [layer.keys[:, :, :6].clone() for layer in state.cache.layers]
     with torch.inference_mode():
         out = verify_forward(model, tokens, buf, state.cache, 6)
         assert state.cache.get_seq_length() == 6 + buf.n
@@ -166,7 +171,7 @@ def test_verify_forward_matches_sequential(model, table):
     crop_cache(state.cache, 6)
     assert state.cache.get_seq_length() == 6
     for layer, old in zip(state.cache.layers, before):
-        assert torch.equal(layer.keys, old)
+        assert torch.equal(layer.keys[:, :, :6], old), "the prefix is untouched by the tree pass"
     with torch.inference_mode():  # precomputed inputs (what a timing loop does) give the same pass
         mask, pos = verify_inputs(model, buf, state.cache, 6, 2, "cpu")
         again = verify_forward(model, tokens, buf, state.cache, 6, mask=mask, position_ids=pos)
@@ -175,7 +180,7 @@ def test_verify_forward_matches_sequential(model, table):
 
 
 def test_crop_cache_rejects_growth(model):
-    cache = new_cache(model)
+    cache = new_cache(model, 1, 8)
     with torch.inference_mode():
         model(input_ids=prompt(1, 4), past_key_values=cache, use_cache=True)
     with pytest.raises(ValueError):
@@ -190,7 +195,7 @@ def test_cache_compaction_equals_autoregressive(model, table):
     ref = greedy_reference(model, ids)
     oracle = OracleHeads(model, ref)
     buf = tree_buffers(build_tree(table, 32))
-    state = prefill(model, ids)
+    state = prefill(model, ids, 8 + 4 * 5 + buf.n)
     seqs = [ids[b].tolist() for b in range(3)]
     saw_multi = saw_ragged = False
     for _ in range(4):
@@ -203,7 +208,7 @@ def test_cache_compaction_equals_autoregressive(model, table):
             assert state.valid[b] == len(seqs[b])
             assert seqs[b] == ref[b, : len(seqs[b])].tolist(), "committed tokens are greedy tokens"
             assert state.root[b] == ref[b, len(seqs[b])], "root is the greedy next token"
-            cache = new_cache(model)
+            cache = new_cache(model, 1, len(seqs[b]))
             with torch.inference_mode():
                 model.model(input_ids=torch.tensor([seqs[b]]), past_key_values=cache, use_cache=True)
             for got, want in zip(state.cache.layers, cache.layers):
@@ -244,6 +249,74 @@ def test_lossless_oracle_heads_accept_many(model, table, batch, candidates):
         assert any(len(set(step)) > 1 for step in stats.accept_lengths), "rows should accept different lengths"
 
 
+# --------------------------------------------------------------------------- ragged batches
+
+RAGGED = [3, 8, 13]
+
+
+def row_alone(model, row, new_tokens):
+    return greedy_generate(model, torch.tensor([row]), new_tokens)[0][0, len(row):]
+
+
+def test_pad_prompts_and_start():
+    ids, mask = pad_prompts([[5, 6], [7, 8, 9, 10], [11]])
+    assert ids.tolist() == [[0, 0, 5, 6], [7, 8, 9, 10], [0, 0, 0, 11]]
+    assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]]
+    assert prompt_start(ids, mask).tolist() == [2, 0, 3]
+    assert prompt_start(ids, None).tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match="left-padded"):
+        prompt_start(ids, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]]))
+    with pytest.raises(ConfigError, match="at least one token"):
+        prompt_start(ids, torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]]))
+    with pytest.raises(ConfigError, match="shape"):
+        prompt_start(ids, mask[:, 1:])
+    with pytest.raises(ConfigError, match="only 0"):
+        prompt_start(ids, mask * 2)
+    with pytest.raises(ConfigError, match="at least one token"):
+        pad_prompts([[1], []])
+
+
+def test_ragged_greedy_equals_each_row_alone(model):
+    rows = [prompt(1, n, seed=40 + n)[0].tolist() for n in RAGGED]
+    ids, mask = pad_prompts(rows)
+    got, _ = greedy_generate(model, ids, NEW_TOKENS, attention_mask=mask)
+    assert got.shape == (3, max(RAGGED) + NEW_TOKENS)
+    assert torch.equal(got[:, : ids.shape[1]], ids), "the padded prompt is kept as given"
+    for i, row in enumerate(rows):
+        assert torch.equal(got[i, ids.shape[1]:], row_alone(model, row, NEW_TOKENS)), f"row {i} (length {len(row)})"
+
+
+@pytest.mark.parametrize("candidates", [16, 64])
+def test_ragged_medusa_equals_each_row_alone(model, heads, table, candidates):
+    rows = [prompt(1, n, seed=40 + n)[0].tolist() for n in RAGGED]
+    ids, mask = pad_prompts(rows)
+    got, _ = medusa_generate(model, heads, ids, build_tree(table, candidates), NEW_TOKENS, attention_mask=mask)
+    for i, row in enumerate(rows):
+        assert torch.equal(got[i, ids.shape[1]:], row_alone(model, row, NEW_TOKENS)), f"row {i} (length {len(row)})"
+
+
+def test_ragged_medusa_oracle_heads_accept_many(model, table):
+    """Ragged prompts AND ragged acceptance: each row still equals that row decoded alone."""
+    rows = [prompt(1, n, seed=50 + n)[0].tolist() for n in RAGGED]
+    ids, mask = pad_prompts(rows)
+    ref, _ = greedy_generate(model, ids, NEW_TOKENS + 8, attention_mask=mask)
+    oracle = OracleHeads(model, ref, start=prompt_start(ids, mask))
+    got, stats = medusa_generate(model, oracle, ids, build_tree(table, 32), NEW_TOKENS, attention_mask=mask)
+    assert stats.mean_accepted > 1.5 and any(len(set(step)) > 1 for step in stats.accept_lengths)
+    for i, row in enumerate(rows):
+        assert torch.equal(got[i, ids.shape[1]:], row_alone(model, row, NEW_TOKENS)), f"row {i} (length {len(row)})"
+
+
+def test_upstream_tree_lossless_with_oracle_heads(model):
+    """Medusa's own 63-path tree (64 nodes): deep multi-token acceptance, ragged rows, lossless."""
+    tree = load_tree_file(TREES_DIR / "mc_sim_7b_63.yaml", num_heads=4, top_k=10)
+    ids = prompt(2, 8, seed=31)
+    ref = greedy_reference(model, ids)
+    got, stats = medusa_generate(model, OracleHeads(model, ref), ids, tree.paths, NEW_TOKENS)
+    assert torch.equal(got, ref[:, : 8 + NEW_TOKENS])
+    assert max(max(step) for step in stats.accept_lengths) >= 3 and stats.mean_accepted > 1.5
+
+
 def test_generate_errors(model, heads, table):
     ids = prompt(1)
     with pytest.raises(ConfigError, match="^max-new-tokens"):
@@ -265,6 +338,26 @@ def test_cli_generate(capsys):
     assert "identical: yes" in out and "medusa:" in out and "greedy:" in out
 
 
+def test_cli_generate_tree_file_and_ragged_prompts(capsys):
+    tree = str(TREES_DIR / "mc_sim_7b_63.yaml")
+    rc = main(["generate", "--tree", tree, "--max-new-tokens", "12", "--prompt-len", "3", "7", "12"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "identical: yes" in out
+    assert "batch 3  prompt 3,7,12" in out and "tree mc_sim_7b_63: 64 nodes (depth 4)" in out
+
+
+def test_cli_bad_tree_file(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("[[0], [1, 0, 2]]\n")
+    assert main(["generate", "--tree", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: tree: tree file {bad}: path [1, 0, 2] has no parent [1, 0] in the tree"
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[[0], [0, 0], [0, 0, 0]]\n")
+    assert main(["generate", "--tree", str(deep), "--num-heads", "2", "--max-new-tokens", "4"]) == 2
+    assert "is 3 deep but there are only 2 Medusa heads" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["generate", "--candidates", "1"], "candidates:"),
     (["generate", "--heads", "/nonexistent/heads.pt"], "heads:"),
@@ -274,3 +367,15 @@ def test_cli_config_errors(capsys, argv, fragment):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ragged_lossless_on_cuda():
+    cuda_model = build_model("tiny", torch.float32, "cuda")
+    rows = [prompt(1, n, seed=40 + n)[0].tolist() for n in RAGGED]
+    ids, mask = pad_prompts(rows, device="cuda")
+    tree = load_tree_file(TREES_DIR / "mc_sim_7b_63.yaml")
+    got, _ = medusa_generate(cuda_model, random_heads(cuda_model), ids, tree.paths, NEW_TOKENS, attention_mask=mask)
+    want, _ = greedy_generate(cuda_model, ids, NEW_TOKENS, attention_mask=mask)
+    assert got.device.type == "cuda" and torch.equal(got, want)

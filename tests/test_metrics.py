@@ -26,7 +26,7 @@ def measured_frame(statuses=None, model="tiny", layers=2) -> pd.DataFrame:
     """A sweep-shaped table: ar + medusa-4, batch 1/2, kv_len 16/32, every op, some rows not ok."""
     rows = []
     for mode, phase, q in (("ar", "ar", 1), ("medusa-4", "medusa", 4)):
-        ops = LAYER + ["lm_head"] + (["medusa_heads"] if phase == "medusa" else []) + ["step"]
+        ops = LAYER + ["lm_head"] + (["medusa_heads"] if phase == "medusa" else []) + ["remainder", "step"]
         for b in (1, 2):
             for s in (16, 32):
                 for op in ops:
@@ -147,3 +147,15 @@ def test_device_mismatch_flag():
     out = compute_metrics(one_row(device_name="Other CPU", time_s_median=1.0), {"small": SMALL}, CEILINGS, None)
     assert out.iloc[0]["sanity"] == "device_mismatch"
     assert math.isnan(out.iloc[0]["frac_of_spec_roof"])
+
+
+def test_remainder_row_keeps_its_time_and_claims_no_counts():
+    out = compute_metrics(one_row(op="remainder", scope="model", time_s_median=2e-3), {"small": SMALL}, CEILINGS,
+                          SPEC).iloc[0]
+    assert out["time_s_median"] == 2e-3 and out["bound"] == "uncounted" and out["sanity"] == "ok"
+    for col in ("flops", "bytes", "oi", "achieved_flops_per_s", "achieved_bytes_per_s", "roof_spec_flops_per_s",
+                "roof_measured_flops_per_s", "frac_of_spec_roof", "frac_of_measured_roof"):
+        assert math.isnan(out[col]), col
+    assert "remainder" in costmodel.UNCOUNTED_OPS and ("remainder", "model") in costmodel.measured_ops("ar")
+    with pytest.raises(ValueError, match="no analytic cost"):
+        costmodel.row_cost("remainder", "ar", SMALL, 1, 1, 8, 2, 3, 0)

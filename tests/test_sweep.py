@@ -6,6 +6,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ from medusa_roofline.measure.instrument import (
 from medusa_roofline.measure.op_timer import OpTimer, activate
 from medusa_roofline.measure.step import DecodeStep
 from medusa_roofline.measure.sweep import run_sweep
-from medusa_roofline.measure.table import COLUMNS
+from medusa_roofline.measure.table import COLUMNS, step_closure
 from medusa_roofline.models.load import build_model
 from medusa_roofline.models.source import model_dims
 
@@ -97,7 +98,7 @@ def test_tree_root_matches_ar_step(tiny_model):
     buffers = tree_buffers(build_tree(load_acceptance_table(), 12))
     med = DecodeStep(tiny_model, parse_mode("medusa-12"), batch=2, kv_len=9, buffers=buffers, seed=3)
     ar = DecodeStep(tiny_model, parse_mode("ar"), batch=2, kv_len=9, seed=3)
-    torch.testing.assert_close(ar.cache.layers[1].keys, med.cache.layers[1].keys)
+    torch.testing.assert_close(ar.cache.layers[1].keys[:, :, :9], med.cache.layers[1].keys[:, :, :9])
     ar.input_ids = med.input_ids[:, :1].clone()
     with attention_implementation(tiny_model, register_timed_attention()):
         tree_logits = med.step()
@@ -108,12 +109,38 @@ def test_tree_root_matches_ar_step(tiny_model):
 def test_cache_extended_then_restored(tiny_model):
     step = DecodeStep(tiny_model, parse_mode("ar"), batch=1, kv_len=7)
     assert step.seq_length() == 7
+    buffers = [(layer.keys, layer.keys.data_ptr()) for layer in step.cache.layers]
+    prefix = step.cache.layers[0].keys[:, :, :7].clone()
     step.step()
     assert step.seq_length() == 8
     step.reset()
     assert step.seq_length() == 7
-    k = step.cache.layers[0].keys
-    assert k.shape[-2] == 7
+    for layer, (buf, ptr) in zip(step.cache.layers, buffers):
+        assert layer.keys is buf and layer.keys.data_ptr() == ptr, "the step wrote in place: no new cache tensor"
+        assert layer.keys.shape[-2] == 8, "capacity is kv_len + q_len"
+    assert torch.equal(step.cache.layers[0].keys[:, :, :7], prefix)
+    step.cache.layers[1].length = 9  # a step that wrote more than q_len is refused
+    with pytest.raises(RuntimeError, match="layer lengths"):
+        step.reset()
+
+
+def test_step_attends_over_the_cache_without_copying(tiny_model):
+    """update() hands attention views of the preallocated buffers: same storage, no torch.cat copy."""
+    step = DecodeStep(tiny_model, parse_mode("medusa-8"), batch=2, kv_len=5,
+                      buffers=tree_buffers(build_tree(load_acceptance_table(), 8)))
+    layer = step.cache.layers[0]
+    seen = []
+    original = layer.update
+
+    def spy(k, v, *args, **kwargs):
+        keys, values = original(k, v, *args, **kwargs)
+        seen.append((keys.data_ptr() == layer.keys.data_ptr(), tuple(keys.shape)))
+        return keys, values
+
+    layer.update = spy
+    step.step()
+    assert seen == [(True, (2, 2, 13, 16))]
+    step.reset()
 
 
 def test_sweep_ar_rows(monkeypatch):
@@ -127,15 +154,15 @@ def test_sweep_ar_rows(monkeypatch):
     monkeypatch.setattr(DecodeStep, "reset", spy)
     df = run_sweep("tiny", "ar", [1, 2], [8, 24], **TINY)
     assert list(df.columns) == COLUMNS
-    assert set(df["op"]) == LAYER_OPS | {"lm_head", "step"}
-    assert len(df) == 4 * 12
+    assert set(df["op"]) == LAYER_OPS | {"lm_head", "remainder", "step"}
+    assert len(df) == 4 * 13
     assert (df["status"] == "ok").all()
     assert (df["time_s_median"] > 0).all() and (df["time_s_p10"] <= df["time_s_p90"]).all()
     assert (df["q_len"] == 1).all() and (df["keys"] == df["kv_len"] + 1).all()
     assert (df["phase"] == "ar").all() and (df["mode"] == "ar").all() and (df["candidates"] == 1).all()
     assert (df["layers"] == 2).all() and (df["bench"] == "sweep").all()
     assert set(df.loc[df["scope"] == "layer", "calls"]) == {2}
-    assert set(df.loc[df["op"] == "step", "calls"]) == {1}
+    assert set(df.loc[df["op"].isin(["step", "remainder"]), "calls"]) == {1}
     # every rep of both passes (warm-up included) was cropped back to kv_len
     assert lengths and all(kv == got for kv, got in lengths)
     assert len(lengths) == 4 * 2 * (TINY["reps"] + TINY["warmup"])
@@ -143,12 +170,39 @@ def test_sweep_ar_rows(monkeypatch):
 
 def test_sweep_medusa_rows():
     df = run_sweep("tiny", "medusa-16", [2], [8], **TINY)
-    assert set(df["op"]) == LAYER_OPS | {"lm_head", "medusa_heads", "step"}
+    assert set(df["op"]) == LAYER_OPS | {"lm_head", "medusa_heads", "remainder", "step"}
     assert (df["status"] == "ok").all() and (df["time_s_median"] > 0).all()
     assert (df["q_len"] == 16).all() and (df["keys"] == 24).all()
     assert (df["phase"] == "medusa").all() and (df["mode"] == "medusa-16").all() and (df["candidates"] == 16).all()
     assert df["torch"].iloc[0] == torch.__version__ and df["device"].iloc[0] == "cpu"
     assert df["dtype"].iloc[0] == "float32"  # auto on CPU
+
+
+def test_step_closure_by_hand():
+    base = dict(model="tiny", mode="ar", batch=1, kv_len=8, status="ok")
+    rows = [dict(base, op="qk", calls=2, time_s_median=1e-3), dict(base, op="lm_head", calls=1, time_s_median=2e-3),
+            dict(base, op="remainder", calls=1, time_s_median=3e-3), dict(base, op="step", calls=1, time_s_median=1e-2),
+            dict(base, kv_len=16, op="qk", calls=2, time_s_median=1e-3),  # no step/remainder: left out
+            dict(base, batch=2, op="step", calls=1, time_s_median=1e-2, status="oom")]
+    out = step_closure(pd.DataFrame(rows))
+    assert len(out) == 1
+    row = out.iloc[0]
+    assert row["ops_s"] == pytest.approx(4e-3) and row["covered_s"] == pytest.approx(7e-3)
+    assert row["gap"] == pytest.approx(-0.3)
+
+
+def test_sweep_runs_an_explicit_tree():
+    from medusa_roofline.decoding.tree import TREES_DIR
+
+    tree = TREES_DIR / "mc_sim_7b_63.yaml"
+    df = run_sweep("tiny", "medusa-64", [1], [8], tree=tree, **TINY)
+    assert (df["status"] == "ok").all() and set(df["tree"]) == {"mc_sim_7b_63"} and (df["q_len"] == 64).all()
+    assert set(run_sweep("tiny", "medusa-16", [1], [8], max_memory_bytes=1, **TINY)["tree"]) == {"greedy-16"}
+    assert set(run_sweep("tiny", "ar", [1], [8], max_memory_bytes=1, **TINY)["tree"]) == {""}
+    with pytest.raises(ConfigError, match="^tree: mc_sim_7b_63 has 64 nodes .* use mode medusa-64"):
+        run_sweep("tiny", "medusa-16", [1], [8], tree=tree, **TINY)
+    with pytest.raises(ConfigError, match="^tree: mode ar runs no tree"):
+        run_sweep("tiny", "ar", [1], [8], tree=tree, **TINY)
 
 
 def test_sweep_oom_by_memory_cap():
@@ -162,7 +216,7 @@ def test_sweep_oom_by_memory_cap():
     assert (oom["status"] == "oom").all() and oom["time_s_median"].isna().all()
     assert set(oom["op"]) == set(ok["op"])
     everything = run_sweep("tiny", "medusa-4", [1], [8], max_memory_bytes=1, **TINY)
-    assert (everything["status"] == "oom").all() and len(everything) == 13
+    assert (everything["status"] == "oom").all() and len(everything) == 14
 
 
 def sweep_flush():

@@ -79,6 +79,28 @@ def test_op_timer_cpu_mean_per_rep():
     assert op_timer.active_timer() is None
 
 
+def test_op_timer_uncovered_is_the_outer_interval_minus_the_ops(monkeypatch):
+    clock = iter([0.0, 1.0, 3.0, 4.0, 4.5, 10.0,      # rep 1: outer 10 s, ops 2 + 0.5 s -> 7.5 s uncovered
+                  20.0, 21.0, 22.0, 23.0, 23.5, 26.0])  # rep 2: outer 6 s, ops 1 + 0.5 s -> 4.5 s uncovered
+    monkeypatch.setattr(op_timer.time, "perf_counter", lambda: next(clock))
+    timer = OpTimer("cpu")
+    for _ in range(2):
+        timer.begin_rep()
+        timer.start("whole")
+        for op in ("qk", "pv"):
+            timer.start(op)
+            timer.stop(op)
+        timer.stop("whole")
+        timer.end_rep()
+    rest = timer.uncovered("whole")
+    assert (rest.min, rest.max, rest.reps) == (4.5, 7.5, 2)
+    assert set(timer.stats(exclude=("whole",))) == {"qk", "pv"}
+    with pytest.raises(TimingError, match="'qk minus the op intervals'"):
+        timer.uncovered("qk")  # qk does not contain the others: a negative remainder is refused
+    with pytest.raises(TimingError, match="'absent'"):
+        timer.uncovered("absent")
+
+
 def test_op_timer_rejects_zero_interval_naming_op(monkeypatch):
     timer = OpTimer("cpu")
     monkeypatch.setattr(op_timer.time, "perf_counter", lambda: 1.0)

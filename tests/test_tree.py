@@ -11,12 +11,22 @@ import torch
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import (
     DEFAULT_ACCEPTANCE,
+    TREES_DIR,
+    Tree,
     build_tree,
     expected_accept_length,
     load_acceptance_table,
+    load_tree_file,
     max_tree_size,
+    tree_paths_for,
+    validate_tree,
 )
-from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers, tree_position_ids
+from medusa_roofline.decoding.tree_buffers import (
+    decode_attention_mask,
+    tree_attention_mask,
+    tree_buffers,
+    tree_position_ids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +268,83 @@ def test_position_ids(paths):
 def test_bad_paths(bad, fragment):
     with pytest.raises(ConfigError, match=fragment):
         tree_buffers(bad)
+
+
+def test_ragged_mask_hides_left_padding_and_positions_count_from_start(paths):
+    buf = tree_buffers(paths)
+    past, start = torch.tensor([5, 7]), torch.tensor([2, 0])
+    mask = tree_attention_mask(buf, past, 2, torch.float32, "cpu", cache_len=7, start=start)
+    visible = mask[:, 0] == 0
+    assert not visible[0, :, :2].any() and visible[0, :, 2:5].all() and not visible[0, :, 5:7].any()
+    assert visible[1, :, :7].all()
+    assert torch.equal(tree_position_ids(buf, past, 2, start)[:, 0], torch.tensor([3, 7]))
+    one = decode_attention_mask(torch.ones(1, 1, dtype=torch.bool), past, 2, torch.float32, cache_len=7, start=start)
+    assert one.shape == (2, 1, 1, 8) and torch.equal(one[0, 0, 0] == 0, torch.tensor([0, 0, 1, 1, 1, 0, 0, 1]).bool())
+
+
+# --------------------------------------------------------------------------- explicit trees
+
+MC_SIM_7B_63 = TREES_DIR / "mc_sim_7b_63.yaml"
+
+
+def test_shipped_upstream_tree(table):
+    tree = load_tree_file(MC_SIM_7B_63, num_heads=4, top_k=10, max_nodes=4096)
+    assert (tree.name, tree.candidates, tree.depth, len(set(tree.paths))) == ("mc_sim_7b_63", 64, 4, 63)
+    assert tree.paths[:3] == ((0,), (1,), (2,)) and tree.paths[-1] == (0, 0, 0, 1), "canonical (len, path) order"
+    assert tree_buffers(tree.paths).n == 64
+    assert 1 < expected_accept_length(table, list(tree.paths)) < 64
+    assert tree_paths_for(str(MC_SIM_7B_63), table) == tree
+
+
+@pytest.mark.parametrize("text", [
+    "[[0], [0, 0], [1], [0, 1]]\n",                                    # the upstream Python literal (JSON)
+    "paths:\n  - [0]\n  - [0, 0]\n  - [1]\n  - [0, 1]\nsource: me\n",  # YAML mapping
+    '{"paths": [[1], [0], [0, 1], [0, 0]], "description": "json"}',   # any order
+])
+def test_tree_file_formats(tmp_path, text):
+    tree = load_tree_file(write(tmp_path, text, "mine.json"))
+    assert tree.name == "mine" and tree.paths == ((0,), (1,), (0, 0), (0, 1)) and tree.candidates == 5
+
+
+@pytest.mark.parametrize("text, kwargs, fragment", [
+    ("[[0], [1, 0, 2]]", {}, r"path \[1, 0, 2\] has no parent \[1, 0\]"),
+    ("[[0], [0, 12]]", {"top_k": 10}, r"path \[0, 12\] has rank 12 beyond the heads' top-10"),
+    ("[[0], [0, 0], [0, 0, 0]]", {"num_heads": 2}, r"path \[0, 0, 0\] is 3 deep but there are only 2 Medusa heads"),
+    ("[[0], [1], [0]]", {}, r"path \[0\] appears more than once"),
+    ("[]", {}, "the tree is empty"),
+    ("paths: []", {}, "the tree is empty"),
+    ("[[0], [1], [2]]", {"max_nodes": 3}, "4 nodes .* exceed the 3 positions"),
+    ("[[0], [0.5]]", {}, "not a list of integer ranks"),
+    ("[[0], [true]]", {}, "not a list of integer ranks"),
+    ("[[0], [-1]]", {}, "ranks >= 0"),
+    ("[[0], 3]", {}, "not a list of integer ranks"),
+    ("{nodes: [[0]]}", {}, "unknown key"),
+    ("7", {}, "must hold a list of paths"),
+    ("[[0], [1", {}, "not valid YAML/JSON"),
+])
+def test_bad_tree_files_name_file_and_path(tmp_path, text, kwargs, fragment):
+    path = write(tmp_path, text, "t.yaml")
+    with pytest.raises(ConfigError, match=fragment) as err:
+        load_tree_file(path, **kwargs)
+    assert str(err.value).startswith(f"tree: tree file {path}")
+
+
+def test_missing_tree_file(tmp_path):
+    with pytest.raises(ConfigError, match="^tree: .*does not exist"):
+        load_tree_file(tmp_path / "none.yaml")
+
+
+def test_tree_paths_for_count_or_tree(table):
+    built = tree_paths_for(32, table)
+    assert built.paths == tuple(build_tree(table, 32)) and built.candidates == 32 and built.name == "greedy-32"
+    mine = Tree("mine", ((0,), (0, 0)))
+    assert tree_paths_for(mine) is mine
+    with pytest.raises(ConfigError, match=r"tree mine: path \[0, 0\] is 2 deep but there are only 1"):
+        tree_paths_for(mine, num_heads=1)
+    with pytest.raises(ConfigError, match="rank 10 beyond the heads' top-10"):
+        tree_paths_for(Tree("wide", ((10,),)), table)  # the table has ranks 0..9: its expected tokens are undefined
+    with pytest.raises(ConfigError, match="^candidates: 64 nodes exceed the 16"):
+        tree_paths_for(64, table, max_nodes=16)
+    with pytest.raises(ConfigError, match="^candidates"):
+        tree_paths_for(True, table)
+    assert validate_tree([[1], [0]]) == [(0,), (1,)]

@@ -30,8 +30,16 @@ MLP_OPS = LAYER_LINEAR_OPS[4:]
 FUSED_ATTENTION_OP = "attn"
 """A measured fused attention kernel (SDPA, FlexAttention): qk + softmax + pv as one op. Not one of the
 paper's ops (not in ALL_OPS, not in :func:`op_cost`); counted with :func:`attention_fused`."""
-MODEL_OPS = ("lm_head", "medusa_heads", "step")
-"""Ops that run once per step (not per layer): the LM head, the Medusa heads, and the whole step."""
+REMAINDER_OP = "remainder"
+"""Measured time of a step that no op row covers: embedding, RMSNorms, RoPE, residual adds, SiLU·up,
+the in-place KV-cache write, mask handling and the Medusa heads' glue (stacking their outputs).
+Timed in the instrumented pass as that pass's whole interval minus every op interval in it; so the
+per-op rows (x calls) plus ``remainder`` add up to the instrumented step."""
+UNCOUNTED_OPS = {REMAINDER_OP: "a mix of small elementwise ops the paper's accounting does not count; "
+                               "no FLOP or byte count is claimed for it"}
+"""Measured ops the cost model counts nothing for, with the reason (metrics give them NaN FLOPs/bytes)."""
+MODEL_OPS = ("lm_head", "medusa_heads", REMAINDER_OP, "step")
+"""Ops that run once per step (not per layer): the LM head, the Medusa heads, the remainder, and the whole step."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,9 @@ def step_cost(dims: ModelDims, b: int, n: int, s: int, e: int, layers: int, medu
 
 def row_cost(op: str, phase: str, dims: ModelDims, b: int, n: int, s: int, e: int, layers: int,
              num_heads: int, head_layers: int = MEDUSA_HEAD_LAYERS) -> Cost:
-    """Cost of one measured row's op at the shapes it ran."""
+    """Cost of one measured row's op at the shapes it ran (ops in :data:`UNCOUNTED_OPS` have none: ValueError)."""
+    if op in UNCOUNTED_OPS:
+        raise ValueError(f"op {op!r} has no analytic cost: {UNCOUNTED_OPS[op]}")
     if op in ALL_OPS:
         return op_cost(op, dims, b, n, s, e, fused=False)
     if op == FUSED_ATTENTION_OP:
@@ -159,11 +169,11 @@ def row_cost(op: str, phase: str, dims: ModelDims, b: int, n: int, s: int, e: in
 
 def measured_ops(phase: str) -> list[tuple[str, str]]:
     """(op, scope) of every row a measured decode step yields, in output order: the per-layer ops, the LM
-    head, the Medusa heads (medusa phase), then the whole step."""
+    head, the Medusa heads (medusa phase), the remainder, then the whole step."""
     ops = [(op, "layer") for op in LAYER_OPS] + [("lm_head", "model")]
     if phase == "medusa":
         ops.append(("medusa_heads", "model"))
-    return ops + [("step", "model")]
+    return ops + [(REMAINDER_OP, "model"), ("step", "model")]
 
 
 def phase_shape(phase: str, candidates: int, kv_len: int) -> tuple[int, int]:

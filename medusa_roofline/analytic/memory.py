@@ -23,8 +23,8 @@ def estimate_working_set_bytes(dims, layers: int, batch: int, kv_len: int, q_len
     """Peak bytes a point needs, estimated (used for ``max_memory_bytes`` and the ``est_bytes`` column).
 
     weights      : :func:`weight_params` x element size (model + Medusa heads)
-    KV cache     : 2 (K,V) x layers x batch x kv_heads x (kv_len + q_len) x head_dim x elem, plus one
-                   more layer's K/V for the ``torch.cat`` copy alive during a cache update
+    KV cache     : 2 (K,V) x layers x batch x kv_heads x (kv_len + q_len) x head_dim x elem (the
+                   preallocated cache's capacity; it is written in place, never copied)
     attention    : per layer (freed after it), scores in dtype + float32 softmax + probs in dtype,
                    ``[b, H, q_len, keys]`` each, + the additive mask ``[b, 1, q_len, keys]``
     MLP / hidden : 3 x ``[b, q_len, intermediate]`` + 4 x ``[b, q_len, hidden]``
@@ -34,7 +34,7 @@ def estimate_working_set_bytes(dims, layers: int, batch: int, kv_len: int, q_len
     keys = kv_len + q_len
     weights = weight_params(dims, layers, medusa_heads) * elem_bytes
     kv_layer = 2 * batch * dims.kv_heads * keys * dims.head_dim * elem_bytes
-    kv = layers * kv_layer + kv_layer
+    kv = layers * kv_layer
     scores = batch * dims.heads * q_len * keys
     attention = scores * (2 * elem_bytes + 4) + batch * q_len * keys * elem_bytes
     mlp = batch * q_len * (3 * dims.intermediate + 4 * dims.hidden) * elem_bytes
@@ -57,3 +57,28 @@ def fused_attention_working_set_bytes(dims, batch: int, kv_len: int, q_len: int,
     qo = 2 * batch * dims.heads * q_len * dims.head_dim
     kv = 2 * batch * dims.kv_heads * keys * dims.head_dim
     return int((qo + kv + batch * q_len * keys) * elem_bytes)
+
+
+PROCESS_BASELINE_MB = {"cpu": 512, "cuda": 2048}
+"""Host memory of a measuring process before any model: Python, torch, transformers, pandas (about
+400 MB measured on the CPU), plus the CUDA runtime and its libraries on a GPU host."""
+
+
+def rule_mem_mb(dims, layers: int, batches, kv_lens, q_lens, elem_bytes: int, medusa_heads: int = 0,
+                device: str = "cpu", checkpoint: bool = False, margin: float = 1.25) -> int:
+    """Host memory (MB) to declare for a measuring rule (Snakemake ``resources: mem_mb``).
+
+    CPU: the process baseline plus the largest point of the grid (:func:`estimate_working_set_bytes`:
+    weights + Medusa heads + KV cache + the step's temporaries), times ``margin``. CUDA: weights,
+    cache and temporaries live on the GPU (random weights are made there, :mod:`..models.init`), so
+    the host needs the baseline, plus the weights once when a ``checkpoint`` is read through host
+    memory before it moves to the GPU. Rounded up to a multiple of 256 MB.
+    """
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if kind == "cpu":
+        need = max(estimate_working_set_bytes(dims, layers, b, s, q, elem_bytes, medusa_heads)
+                   for b in batches for s in kv_lens for q in q_lens)
+    else:
+        need = weight_params(dims, layers, medusa_heads) * elem_bytes if checkpoint else 0
+    mb = PROCESS_BASELINE_MB[kind] + margin * need / 2**20
+    return int(-(-mb // 256) * 256)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..models.init import seeded_fill_
 
 
 class ResBlock(nn.Module):
@@ -33,13 +34,16 @@ class ResBlock(nn.Module):
 class MedusaHeads(nn.Module):
     """``num_heads`` heads, each ``num_layers`` ResBlocks then Linear(hidden, vocab, bias=False).
 
-    Weights are seeded-random by default (std ``init_std``, biases zero) so that timing runs do real,
-    non-degenerate arithmetic; ``zero_residual=True`` instead zeroes the residual linears as the
-    reference does before training. ``forward`` returns logits ``[num_heads, b, t, vocab]``.
+    Built on the meta device and allocated directly on ``device`` in ``dtype`` (default float32 on
+    the CPU). Weights are seeded-random by default (std ``init_std``, biases zero), written there by
+    :func:`~medusa_roofline.models.init.seeded_fill_`, so that timing runs do real, non-degenerate
+    arithmetic without any host-side RNG; ``zero_residual=True`` instead zeroes the residual linears
+    as the reference does before training; ``fill=False`` leaves the storage unset for a caller that
+    loads weights into it. ``forward`` returns logits ``[num_heads, b, t, vocab]``.
     """
 
     def __init__(self, hidden: int, vocab: int, num_heads: int = 4, num_layers: int = 1, seed: int = 0,
-                 init_std: float = 0.02, zero_residual: bool = False, dtype=None, device=None):
+                 init_std: float = 0.02, zero_residual: bool = False, dtype=None, device=None, fill: bool = True):
         super().__init__()
         if num_heads < 1:
             raise ConfigError(f"heads: num_heads must be >= 1, got {num_heads}")
@@ -47,18 +51,14 @@ class MedusaHeads(nn.Module):
             raise ConfigError(f"heads: num_layers must be >= 0, got {num_layers}")
         self.hidden, self.vocab = hidden, vocab
         self.num_heads, self.num_layers = num_heads, num_layers
-        self.medusa_head = nn.ModuleList(
-            nn.Sequential(*[ResBlock(hidden) for _ in range(num_layers)], nn.Linear(hidden, vocab, bias=False))
-            for _ in range(num_heads)
-        )
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.endswith("bias") or (zero_residual and ".linear." in name):
-                    p.zero_()
-                else:
-                    p.copy_(torch.randn(p.shape, generator=gen) * init_std)
-        self.to(device=device, dtype=dtype)
+        with torch.device("meta"):
+            self.medusa_head = nn.ModuleList(
+                nn.Sequential(*[ResBlock(hidden) for _ in range(num_layers)], nn.Linear(hidden, vocab, bias=False))
+                for _ in range(num_heads)
+            )
+        self.to(dtype=dtype or torch.float32).to_empty(device=device or "cpu")
+        if fill:
+            seeded_fill_(self, seed, init_std, zero=lambda name: zero_residual and ".linear." in name)
         self.eval()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,7 @@ def load_medusa_heads(path, hidden: int, vocab: int, num_heads: int | None = Non
     if num_heads > found_heads:
         raise ConfigError(f"heads: {path} holds {found_heads} heads, {num_heads} requested")
 
-    heads = MedusaHeads(hidden, vocab, num_heads, num_layers, dtype=torch.float32)
+    heads = MedusaHeads(hidden, vocab, num_heads, num_layers, device="meta", fill=False)
     own = heads.state_dict()
     loaded = {}
     for (h, j, kind), tensor in parsed.items():
@@ -132,5 +132,5 @@ def load_medusa_heads(path, hidden: int, vocab: int, num_heads: int | None = Non
     missing = sorted(set(own) - set(loaded))
     if missing:
         raise ConfigError(f"heads: {path} lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-    heads.load_state_dict(loaded)
-    return heads.to(device=device, dtype=dtype).eval()
+    heads.load_state_dict(loaded, assign=True)
+    return heads.to(device=device, dtype=dtype or torch.float32).eval()

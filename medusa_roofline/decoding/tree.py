@@ -12,14 +12,18 @@ import csv
 import heapq
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..core.errors import ConfigError
 from ..core.paths import CONFIG_DIR
 
 DEFAULT_ACCEPTANCE = CONFIG_DIR / "acceptance" / "default.csv"
+TREES_DIR = CONFIG_DIR / "trees"
+"""Shipped tree files (``medusa-roofline generate --tree config/trees/mc_sim_7b_63.yaml``)."""
 ACCEPTANCE_COLUMNS = ("head", "rank", "accuracy")
 MAX_HEADS = 64
 """Most Medusa heads an acceptance table may describe (published Medusa models use 3-5)."""
@@ -165,22 +169,131 @@ def expected_accept_length(table: np.ndarray, paths: list[Path_]) -> float:
     return 1.0 + sum(math.prod(float(table[i, r]) for i, r in enumerate(p)) for p in paths)
 
 
-def check_paths(paths) -> list[Path_]:
-    clean = []
-    for p in paths:
-        try:
-            t = tuple(int(x) for x in p)
-        except (TypeError, ValueError):
-            raise ConfigError(f"tree: path {p!r} is not a sequence of integer ranks") from None
-        if not t or min(t) < 0:
-            raise ConfigError(f"tree: path {p!r} must be a non-empty sequence of ranks >= 0")
-        clean.append(t)
+def _shown(path) -> str:
+    return "[" + ", ".join(map(str, path)) + "]"
+
+
+def _as_path(p, where: str) -> Path_:
+    items = list(p) if isinstance(p, (list, tuple)) else None
+    if items is None or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in items):
+        raise ConfigError(f"{where}: path {p!r} is not a list of integer ranks (e.g. [0, 1])")
+    if not items or min(items) < 0:
+        raise ConfigError(f"{where}: path {p!r} must be a non-empty list of ranks >= 0")
+    return tuple(int(x) for x in items)
+
+
+def validate_tree(paths, where: str = "tree", num_heads: int | None = None, top_k: int | None = None,
+                  max_nodes: int | None = None) -> list[Path_]:
+    """Check a tree's paths and return them in canonical order; every error names ``where`` and the path.
+
+    A path is a non-empty list of per-head ranks. Refused: an empty tree; a rank ``>= top_k`` (the
+    heads propose only their top-k tokens); a path deeper than ``num_heads``; a path listed twice; a
+    path whose prefix (its parent node) is missing; more nodes, root included, than ``max_nodes``
+    (the model's positions). ``None`` skips a bound.
+    """
+    clean = [_as_path(p, where) for p in paths]
     if not clean:
-        raise ConfigError("tree: needs at least one path besides the root")
-    if len(set(clean)) != len(clean):
-        raise ConfigError("tree: paths contain duplicates")
-    present = set(clean)
+        raise ConfigError(f"{where}: the tree is empty; it needs at least one path besides the root (e.g. [0])")
+    seen = set()
     for t in clean:
-        if len(t) > 1 and t[:-1] not in present:
-            raise ConfigError(f"tree: path {t} has no parent {t[:-1]} in the tree")
+        if top_k is not None and max(t) >= top_k:
+            raise ConfigError(f"{where}: path {_shown(t)} has rank {max(t)} beyond the heads' top-{top_k} "
+                              f"(ranks 0..{top_k - 1})")
+        if num_heads is not None and len(t) > num_heads:
+            raise ConfigError(f"{where}: path {_shown(t)} is {len(t)} deep but there are only {num_heads} "
+                              f"Medusa heads (one per depth)")
+        if t in seen:
+            raise ConfigError(f"{where}: path {_shown(t)} appears more than once (duplicates)")
+        seen.add(t)
+    for t in clean:
+        if len(t) > 1 and t[:-1] not in seen:
+            raise ConfigError(f"{where}: path {_shown(t)} has no parent {_shown(t[:-1])} in the tree")
+    if max_nodes is not None and len(clean) + 1 > max_nodes:
+        raise ConfigError(f"{where}: {len(clean) + 1} nodes (root included) exceed the {max_nodes} positions "
+                          "the model allows")
     return sorted(clean, key=lambda p: (len(p), p))
+
+
+def check_paths(paths) -> list[Path_]:
+    """:func:`validate_tree` without bounds: well-formed, no duplicates, every parent present."""
+    return validate_tree(paths, "tree")
+
+
+# --------------------------------------------------------------------------- explicit trees
+
+TREE_KEYS = ("paths", "source", "description")
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A named tree: ``paths`` in canonical order; ``candidates`` counts the root too."""
+
+    name: str
+    paths: tuple[Path_, ...]
+    origin: str = ""  # the file it was read from, or how it was built
+
+    @property
+    def candidates(self) -> int:
+        return len(self.paths) + 1
+
+    @property
+    def depth(self) -> int:
+        return max(len(p) for p in self.paths)
+
+
+def load_tree_file(path, num_heads: int | None = None, top_k: int | None = None,
+                   max_nodes: int | None = None) -> Tree:
+    """Read a tree file: YAML (JSON is valid YAML) holding Medusa ``medusa_choices``-style paths.
+
+    Either a bare list of paths, ``[[0], [0, 0], [1], [0, 1]]`` (the upstream Python literal pasted
+    as is), or a mapping with ``paths:`` and optional ``source:``/``description:``. The tree's name
+    is the file stem. Checked by :func:`validate_tree` against the given bounds.
+    """
+    path = Path(path).expanduser()
+    where = f"tree file {path}"
+    if not path.is_file():
+        raise ConfigError(f"tree: {where} does not exist or is not a file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"tree: cannot read {where}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"tree: {where}{line} is not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict):
+        unknown = sorted(set(map(str, data)) - set(TREE_KEYS))
+        if unknown or "paths" not in data:
+            raise ConfigError(f"tree: {where} must map 'paths' (and optionally 'source', 'description'); "
+                              f"{'unknown key(s) ' + ', '.join(unknown) if unknown else 'no paths key'}")
+        data = data["paths"]
+    if not isinstance(data, list):
+        raise ConfigError(f"tree: {where} must hold a list of paths like [[0], [0, 0], [1]], got {type(data).__name__}")
+    paths = validate_tree(data, f"tree: {where}", num_heads, top_k, max_nodes)
+    return Tree(name=path.stem, paths=tuple(paths), origin=str(path))
+
+
+def tree_paths_for(spec, table=None, num_heads: int | None = None, top_k: int | None = None,
+                   max_nodes: int | None = None) -> Tree:
+    """The tree a stage runs, from either a candidate count or an explicit tree.
+
+    ``spec``: an int n (the greedy tree of n nodes built from the acceptance ``table``, default the
+    shipped one), a :class:`Tree`, or a tree file path. Bounds default to the table's shape (a
+    tree's expected tokens are read from it): ``num_heads`` rows, ``top_k`` columns.
+    """
+    if isinstance(spec, bool):
+        raise ConfigError(f"candidates: must be an integer or a tree file, got {spec!r}")
+    if isinstance(spec, (int, np.integer)) or table is not None:
+        table = load_acceptance_table() if table is None else np.asarray(table, dtype=np.float64)
+        num_heads = table.shape[0] if num_heads is None else num_heads
+        top_k = table.shape[1] if top_k is None else top_k
+    if isinstance(spec, (int, np.integer)):
+        if max_nodes is not None and spec > max_nodes:
+            raise ConfigError(f"candidates: {spec} nodes exceed the {max_nodes} positions the model allows")
+        return Tree(name=f"greedy-{int(spec)}", paths=tuple(build_tree(table, int(spec))), origin="acceptance table")
+    if isinstance(spec, Tree):
+        validate_tree(spec.paths, f"tree {spec.name}", num_heads, top_k, max_nodes)
+        return spec
+    if isinstance(spec, (str, Path)):
+        return load_tree_file(spec, num_heads, top_k, max_nodes)
+    raise ConfigError(f"candidates: expected a candidate count or a tree file, got {spec!r}")

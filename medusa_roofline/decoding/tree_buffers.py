@@ -84,42 +84,54 @@ def tree_buffers(paths, device="cpu") -> TreeBuffers:
     )
 
 
-def _past_vector(past_len, batch: int, device) -> torch.Tensor:
-    if isinstance(past_len, torch.Tensor):
-        past = past_len.to(device=device, dtype=torch.long).reshape(-1)
-        if past.numel() == 1:
-            past = past.expand(batch)
-        if past.numel() != batch:
-            raise ValueError(f"past_len has {past.numel()} entries for batch {batch}")
-        return past
-    return torch.full((batch,), int(past_len), dtype=torch.long, device=device)
+def _row_vector(value, batch: int, device, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        vec = value.to(device=device, dtype=torch.long).reshape(-1)
+        if vec.numel() == 1:
+            vec = vec.expand(batch)
+        if vec.numel() != batch:
+            raise ValueError(f"{name} has {vec.numel()} entries for batch {batch}")
+        return vec
+    return torch.full((batch,), int(value), dtype=torch.long, device=device)
 
 
-def tree_attention_mask(buffers: TreeBuffers, past_len, batch: int, dtype, device="cpu",
-                        cache_len: int | None = None) -> torch.Tensor:
-    """Additive mask ``[batch, 1, n, cache_len + n]``: 0 where visible, finfo(dtype).min where hidden.
+def decode_attention_mask(ancestor: torch.Tensor, past_len, batch: int, dtype, device="cpu",
+                          cache_len: int | None = None, start=0) -> torch.Tensor:
+    """Additive mask ``[batch, 1, n, cache_len + n]`` for n new tokens on a cache: 0 visible, finfo.min hidden.
 
-    Node i sees the first ``past_len`` cached positions of its row and, among the tree tokens, itself
-    and its ancestors. ``past_len`` may be an int or a LongTensor ``[batch]`` for a ragged cache whose
-    rows hold ``past_len[b]`` valid tokens followed by stale slots up to ``cache_len`` (default
-    ``max(past_len)``); the stale slots are hidden.
+    Row b's cached tokens are slots ``start[b] .. past_len[b] - 1`` (left padding before them, stale
+    slots after them up to ``cache_len``, default ``max(past_len)``, both hidden); among the new
+    tokens, token i sees token j iff ``ancestor[i, j]``. ``past_len`` and ``start`` are ints or
+    LongTensors ``[batch]``.
     """
-    past = _past_vector(past_len, batch, device)
+    past = _row_vector(past_len, batch, device, "past_len")
+    first = _row_vector(start, batch, device, "start")
     if cache_len is None:
         cache_len = int(past.max()) if batch else 0
-    n = buffers.n
-    visible_cache = torch.arange(cache_len, device=device)[None, :] < past[:, None]  # [b, cache_len]
+    n = ancestor.shape[0]
+    slots = torch.arange(cache_len, device=device)[None, :]
+    visible_cache = (slots < past[:, None]) & (slots >= first[:, None])  # [b, cache_len]
     visible = torch.cat(
         [visible_cache[:, None, :].expand(batch, n, cache_len),
-         buffers.ancestor_mask.to(device)[None].expand(batch, n, n)],
+         ancestor.to(device)[None].expand(batch, n, n)],
         dim=-1,
     )
     mask = torch.zeros(batch, 1, n, cache_len + n, dtype=dtype, device=device)
     return mask.masked_fill_(~visible[:, None], torch.finfo(dtype).min)
 
 
-def tree_position_ids(buffers: TreeBuffers, past_len, batch: int) -> torch.Tensor:
-    """RoPE positions ``[batch, n]``: a node sits at its row's valid cache length plus its depth."""
+def tree_attention_mask(buffers: TreeBuffers, past_len, batch: int, dtype, device="cpu",
+                        cache_len: int | None = None, start=0) -> torch.Tensor:
+    """:func:`decode_attention_mask` for the tree: node i sees itself and its ancestors.
+
+    ``past_len`` may be an int or a LongTensor ``[batch]`` for a ragged cache whose rows hold valid
+    tokens from ``start[b]`` up to ``past_len[b]`` followed by stale slots up to ``cache_len``.
+    """
+    return decode_attention_mask(buffers.ancestor_mask, past_len, batch, dtype, device, cache_len, start)
+
+
+def tree_position_ids(buffers: TreeBuffers, past_len, batch: int, start=0) -> torch.Tensor:
+    """RoPE positions ``[batch, n]``: a node sits at its row's token count (valid minus padding) plus its depth."""
     device = buffers.depth.device
-    past = _past_vector(past_len, batch, device)
+    past = _row_vector(past_len, batch, device, "past_len") - _row_vector(start, batch, device, "start")
     return past[:, None] + buffers.depth[None, :]

@@ -8,7 +8,7 @@ layer's attention core on random tensors shaped like the model's:
 * K, V ``[b, H_kv, kv_len + n, d]`` contiguous, as the HF cache returns them after appending the
   step's own n tokens (so ``keys = kv_len + n``, same as the sweep's eager path),
 * the additive mask ``[b, 1, n, kv_len + n]``: zeros for ar, the Medusa tree mask for medusa-N
-  (tree from ``tree.build_tree`` on the acceptance table).
+  (tree from ``tree.tree_paths_for``: the greedy tree on the acceptance table).
 
 Every listed attention backend (:mod:`.attention`: ``eager``, ``sdpa``, ``flex``) runs on the same
 tensors. ``eager`` is timed as three ops, ``qk``, ``softmax`` and ``pv`` (the sweep's eager steps);
@@ -41,7 +41,7 @@ from ..core.codedeps import code_digest
 from ..core.devices import dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
 from ..core.errors import ConfigError
 from ..core.provenance import provenance
-from ..decoding.tree import acceptance_array, build_tree
+from ..decoding.tree import acceptance_array, tree_paths_for
 from ..decoding.tree_buffers import tree_attention_mask, tree_buffers
 from ..models.source import model_dims, model_name
 from . import attention, checkpoint
@@ -105,12 +105,13 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
         raise ConfigError(f"cuda_graph: needs a CUDA device, got {dev}")
     elem = torch.tensor([], dtype=torch_dtype).element_size()
 
-    trees = {}
+    trees, tree_names = {}, {}
     if any(m.phase == "medusa" for m in parsed):
         table = acceptance_array(acceptance_table)
         for m in parsed:
             if m.phase == "medusa":
-                trees[m.name] = tree_buffers(build_tree(table, m.q_len), dev)
+                chosen = tree_paths_for(m.q_len, table)
+                trees[m.name], tree_names[m.name] = tree_buffers(chosen.paths, dev), chosen.name
 
     prov = provenance(dev)
     common = {
@@ -149,7 +150,8 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
             if (m.name, b, s) in saved:
                 rows += saved[(m.name, b, s)]
                 continue
-            base = dict(common, mode=m.name, phase=m.phase, candidates=m.candidates, batch=b, kv_len=s,
+            base = dict(common, mode=m.name, phase=m.phase, candidates=m.candidates,
+                        tree=tree_names.get(m.name, ""), batch=b, kv_len=s,
                         q_len=m.q_len, keys=s + m.q_len)
             point_rows = _measure_point(dims, m, b, s, torch_dtype, dev, trees.get(m.name), seed, backends, scaling,
                                         flex, reps, warmup, flush_l2, cuda_graph, elem, base)

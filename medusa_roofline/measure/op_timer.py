@@ -98,11 +98,13 @@ class OpTimer:
         """Intervals per repetition for each op (e.g. the number of decoder layers)."""
         return {op: len(self._reps[-1].get(op, [])) for op in self.ops()} if self._reps else {}
 
-    def stats(self) -> dict[str, Stats]:
+    def stats(self, exclude=()) -> dict[str, Stats]:
         """Per op: order statistics across repetitions of the op's mean interval in a repetition."""
         threads = None if self.cuda else torch.get_num_threads()
         out = {}
         for op in self.ops():
+            if op in exclude:
+                continue
             per_rep = []
             for rep in self._reps:
                 values = rep.get(op)
@@ -111,6 +113,22 @@ class OpTimer:
                 per_rep.append(sum(values) / len(values))
             out[op] = Stats.from_samples(per_rep, op=op, threads=threads)
         return out
+
+
+    def uncovered(self, outer: str) -> Stats:
+        """Per repetition: the one ``outer`` interval minus every other interval of that repetition.
+
+        With ``outer`` around the whole instrumented step and the op intervals inside it (never
+        nested in each other), this is the time no op row covers: the step's *remainder*.
+        """
+        threads = None if self.cuda else torch.get_num_threads()
+        samples = []
+        for rep in self._reps:
+            whole = rep.get(outer)
+            if not whole or len(whole) != 1:
+                raise TimingError(f"op {outer!r}: needs exactly one interval per repetition, got {len(whole or [])}")
+            samples.append(whole[0] - sum(sum(values) for op, values in rep.items() if op != outer))
+        return Stats.from_samples(samples, op=f"{outer} minus the op intervals", threads=threads)
 
 
 # A module-level "current" timer lets code deep inside a forward pass (the attention function
@@ -131,15 +149,25 @@ def activate(timer: OpTimer):
         _ACTIVE.remove(timer)
 
 
-@contextmanager
-def maybe_op(name: str):
-    """``with maybe_op("qk"):`` — timed if an OpTimer is active, free otherwise."""
-    timer = active_timer()
-    if timer is None:
-        yield
-        return
-    timer.start(name)
-    try:
-        yield
-    finally:
-        timer.stop(name)
+class maybe_op:
+    """``with maybe_op("qk"):`` — timed if an OpTimer is active, free otherwise.
+
+    A plain class, not a generator context manager: it runs inside every timed forward pass, where
+    its own cost lands in the step's ``remainder``, so it is kept as cheap as Python allows.
+    """
+
+    __slots__ = ("name", "timer")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.timer = None
+
+    def __enter__(self):
+        self.timer = active_timer()
+        if self.timer is not None:
+            self.timer.start(self.name)
+
+    def __exit__(self, *exc):
+        if self.timer is not None:
+            self.timer.stop(self.name)
+        return False

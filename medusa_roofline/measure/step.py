@@ -1,38 +1,36 @@
 """One decode step (ar, or a Medusa tree) of a real model on a fixed KV cache, ready to time again and again.
 
-Everything a step needs (cache, input ids, mask, positions) is built once, outside any timed region;
-``reset`` puts the cache back to ``kv_len`` tokens after each repetition.
+Everything a step needs (cache, input ids, mask, positions) is built once, outside any timed region.
+The cache is a :class:`~medusa_roofline.decoding.kv_cache.PreallocatedCache` of capacity
+``kv_len + q_len``: the step writes its q_len new K/V in place at slots ``kv_len ..`` and attends over
+the whole buffer (a view, never a copy); ``reset`` only moves the length back to ``kv_len``.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
+from ..decoding.kv_cache import PreallocatedCache
 from ..decoding.tree_buffers import tree_attention_mask, tree_position_ids
 from .grid import Mode
 from .op_timer import maybe_op
 
 
-def fill_cache(model, batch: int, kv_len: int, dtype, device, generator=None):
-    """A DynamicCache holding ``kv_len`` random K/V tokens in every instantiated layer."""
-    cfg = model.config
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    cache = DynamicCache(config=cfg)
-    shape = (batch, kv_heads, kv_len, head_dim)
-    for layer in range(cfg.num_hidden_layers):
-        k = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        v = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        cache.update(k, v, layer)
+def fill_cache(model, batch: int, kv_len: int, dtype, device, generator=None, extra: int = 0) -> PreallocatedCache:
+    """A preallocated cache of ``kv_len + extra`` slots whose first ``kv_len`` hold random K/V in every layer."""
+    cache = PreallocatedCache(model.config, batch, kv_len + extra, dtype, device)
+    for layer in cache.layers:
+        for buf in (layer.keys, layer.values):
+            buf[:, :, :kv_len].normal_(generator=generator)  # in place: no second copy of the cache
+    cache.set_length(kv_len)
     return cache
 
 
 class DecodeStep:
     """One decode step (ar or Medusa tree) of ``model`` on a ``kv_len`` cache; callable.
 
-    ``step()`` runs the step (extending the cache by ``q_len``); ``reset()`` crops the cache back
-    to ``kv_len`` and checks it. Everything is built once here, outside any timed region.
+    ``step()`` runs the step (writing ``q_len`` positions after the cache); ``reset()`` sets the
+    cache back to ``kv_len`` and checks it. Everything is built once here, outside any timed region.
     """
 
     def __init__(self, model, mode: Mode, batch: int, kv_len: int, heads=None, buffers=None, seed: int = 0):
@@ -45,7 +43,7 @@ class DecodeStep:
 
     def _build(self, model, mode, batch, kv_len, buffers, seed):
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        self.cache = fill_cache(model, batch, kv_len, self.dtype, self.device, gen)
+        self.cache = fill_cache(model, batch, kv_len, self.dtype, self.device, gen, extra=self.q_len)
         vocab = model.config.vocab_size
         self.input_ids = torch.randint(0, vocab, (batch, self.q_len), generator=gen, device=self.device)
         if mode.phase == "medusa":
@@ -80,9 +78,9 @@ class DecodeStep:
         return self.cache.get_seq_length()
 
     def reset(self) -> None:
-        extra = self.cache.get_seq_length() - self.kv_len
-        if extra > 0:
-            self.cache.crop(-extra)
-        length = self.cache.get_seq_length()
-        if length != self.kv_len:
-            raise RuntimeError(f"KV cache has {length} tokens after crop, expected kv_len={self.kv_len}")
+        """Back to ``kv_len`` positions; refuses a cache a step left anywhere but ``kv_len + q_len`` (or untouched)."""
+        lengths = self.cache.lengths()
+        if not lengths <= {self.kv_len, self.kv_len + self.q_len} or len(lengths) != 1:
+            raise RuntimeError(f"KV cache has layer lengths {sorted(lengths)} before reset; a step leaves "
+                               f"{self.kv_len + self.q_len} in every layer (kv_len={self.kv_len}, q_len={self.q_len})")
+        self.cache.set_length(self.kv_len)

@@ -3,12 +3,15 @@
 For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and a grid of
 (batch, kv_len) points:
 
-* **KV cache.** A ``transformers.DynamicCache`` holding ``kv_len`` tokens per layer, filled with
-  random K/V *directly* (``cache.update`` per layer) rather than by prefilling random tokens.
-  Why: a decode step's cost depends only on the cache's shape and dtype, never on its values;
-  prefill through the eager model would cost O(kv_len) model work per point and materialise the
-  quadratic ``[b, heads, kv_len, kv_len]`` score matrix (Llama-33B, b=16, kv_len=2048, fp16:
-  7 GB), dwarfing the step we want to time and causing spurious OOMs.
+* **KV cache.** A :class:`~medusa_roofline.decoding.kv_cache.PreallocatedCache` of capacity
+  ``kv_len + q_len`` whose first ``kv_len`` slots are filled with random K/V *directly* rather than
+  by prefilling random tokens. Why: a decode step's cost depends only on the cache's shape and
+  dtype, never on its values; prefill through the eager model would cost O(kv_len) model work per
+  point and materialise the quadratic ``[b, heads, kv_len, kv_len]`` score matrix (Llama-33B, b=16,
+  kv_len=2048, fp16: 7 GB), dwarfing the step we want to time and causing spurious OOMs. The step
+  writes its q_len new K/V in place (as Medusa's reference and gpt-fast do) and attends over the
+  buffer itself, so no step copies the cache (Hugging Face's ``DynamicCache`` appends with
+  ``torch.cat``, copying every layer's whole cache each step).
 * **Step.** ``ar``: one token per row. ``medusa-N``: the N-token tree built with
   ``tree.build_tree`` on the acceptance table, fed through the model with the additive 4-D tree
   mask and tree position ids on the cache, then the base LM head on all N positions (the base
@@ -18,13 +21,13 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   makes for one query token), so neither pays HF mask construction inside the timed step.
   The transformer is run as ``model.model(...)`` then ``model.lm_head(...)``, which is exactly
   ``LlamaForCausalLM.forward`` with ``logits_to_keep=0``; the hidden states also feed the heads.
-* **Cache restore.** After every repetition the cache is cropped back to ``kv_len``
-  (``DynamicCache.crop(-q_len)``) and its length checked, so every rep sees the same cache.
-  Note that HF's ``DynamicLayer.update`` appends with ``torch.cat``, i.e. it copies the whole
-  layer cache each step; that copy is part of the ``step`` time (it is what HF decoding costs)
-  but of no per-op row.
-* **Whole step** (op ``step``) is timed in its own pass with plain ``eager`` attention and no
-  hooks, so instrumentation cannot inflate it.
+* **Cache restore.** After every repetition the cache length is set back to ``kv_len`` (nothing
+  moves; the next step overwrites the same slots) after checking that the step left every layer at
+  ``kv_len + q_len``, so every rep sees the same cache.
+* **Whole step** (op ``step``) is timed in its own pass with no hooks and no active timer, so
+  instrumentation cannot inflate it. It runs the same attention code as the per-op pass
+  (:func:`timed_attention_forward`, the project's eager qk/softmax/pv), not Hugging Face's eager
+  attention, so that the per-op rows describe the step that was timed.
 * **Per-op** timings come from a second pass: forward pre/post hooks on the ``nn.Linear``
   modules ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, an
   explicit interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv``
@@ -33,6 +36,12 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
   of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
   reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
+* **Remainder** (op ``remainder``, :data:`~medusa_roofline.analytic.costmodel.REMAINDER_OP`): per
+  repetition of the per-op pass, the whole pass minus every op interval: embedding, RMSNorms, RoPE,
+  residual adds, SiLU·up, the in-place KV write, mask handling, the heads' glue, and the
+  instrumentation's own cost. Per-op rows x ``calls`` + ``remainder`` therefore add up to the
+  instrumented step; how close that comes to the uninstrumented ``step`` is checked by
+  :func:`~.table.step_closure` (``benchmarks/step_closure.py``).
 * **OOM.** ``torch.OutOfMemoryError`` (CUDA) or ``MemoryError`` at a point records every op of
   that point with status ``oom`` and NaN times. ``max_memory_bytes`` simulates a memory cap: a
   point whose :func:`estimate_working_set_bytes` exceeds it is recorded ``oom`` without running.
@@ -51,20 +60,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..analytic.costmodel import measured_ops
+from ..analytic.costmodel import REMAINDER_OP, measured_ops
 from ..analytic.memory import estimate_working_set_bytes
 from ..core.codedeps import code_digest
-from ..core.devices import dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
+from ..core.devices import as_device, dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
+from ..core.errors import ConfigError
 from ..core.provenance import provenance
 from ..decoding.heads import random_heads
-from ..decoding.tree import acceptance_array, build_tree
+from ..decoding.tree import acceptance_array, tree_paths_for
 from ..decoding.tree_buffers import tree_buffers
 from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
 from .instrument import attention_implementation, linear_hooks, register_timed_attention
-from .op_timer import OpTimer, activate
+from .op_timer import OpTimer, activate, maybe_op
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
 from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_cache, time_callable
@@ -80,40 +90,66 @@ def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scop
     return row
 
 
+INSTRUMENTED_STEP = "_instrumented_step"
+"""The whole instrumented pass, timed around the op intervals only to derive ``remainder``; never a row."""
+
+
 def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool = True) -> dict[str, Stats]:
-    """Time one point: the uninstrumented step, then the per-op pass. Returns {op: Stats}."""
+    """Time one point: the uninstrumented step and the per-op pass, in alternating rounds. Returns {op: Stats}.
+
+    Each round runs the whole step once with no hooks and no active timer (``step``), then once
+    instrumented (op intervals, and one interval around the whole pass). Alternating keeps both
+    passes under the same machine conditions, so their comparison is fair. Both run the same
+    attention code (:func:`timed_attention_forward`, whose intervals record only while a timer is
+    active), so the per-op rows plus ``remainder`` describe the step that was timed. ``remainder``
+    is, per round, the instrumented pass minus every op interval; what instrumentation adds (hooks,
+    timer calls) lands there too, which is why the closure against ``step``
+    (:func:`~.table.step_closure`) is a check and not an identity.
+    """
     model = step.model
-    results: dict[str, Stats] = {}
-    with torch.inference_mode():
-        with attention_implementation(model, "eager"):
-            results["step"] = time_callable(step.step, device, warmup, reps, flush_l2, after=step.reset, op="step")
-        timer = OpTimer(device)
-        name = register_timed_attention()
-        with attention_implementation(model, name), linear_hooks(model), activate(timer):
-            for _ in range(warmup):  # no rep open: start/stop are no-ops
+    name = register_timed_attention()
+    timer = OpTimer(device)
+    step_samples = []
+    with torch.inference_mode(), attention_implementation(model, name):
+        for i in range(warmup + reps):
+            timed = i >= warmup
+            if timed:
+                stats = time_callable(step.step, device, 0, 1, flush_l2, after=step.reset, op="step")
+                step_samples.append(stats.median)
+            else:
                 step.step()
                 step.reset()
-            for _ in range(reps):
-                if flush_l2:
+            with linear_hooks(model), activate(timer):  # hooks only here: they would cost the plain step too
+                if timed and flush_l2:
                     flush_cache(device)
-                timer.begin_rep()
-                step.step()
-                timer.end_rep()
+                if timed:
+                    timer.begin_rep()  # outside a rep (warm-up) start/stop record nothing
+                with maybe_op(INSTRUMENTED_STEP):
+                    step.step()  # its outputs are freed inside the interval, as in time_callable's
+                if timed:
+                    timer.end_rep()
                 step.reset()
-        results.update(timer.stats())
-        results["_calls"] = timer.counts()
+    threads = None if as_device(device).type == "cuda" else torch.get_num_threads()
+    results = {"step": Stats.from_samples(step_samples, op="step", threads=threads)}
+    results.update(timer.stats(exclude=(INSTRUMENTED_STEP,)))
+    results[REMAINDER_OP] = timer.uncovered(INSTRUMENTED_STEP)
+    results["_calls"] = {op: n for op, n in timer.counts().items() if op != INSTRUMENTED_STEP}
     return results
 
 
 def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", device="cpu", layers: int | None = None,
               reps: int = 10, warmup: int = 3, acceptance_table=None, max_memory_bytes: int | None = None,
-              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None):
+              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None, tree=None):
     """Measure one mode over the (batch, kv_len) grid; one row per (op, batch, kv_len).
 
     The grid and settings come resolved and checked (:mod:`medusa_roofline.repro.settings`); points run in
     the order given. ``acceptance_table``: an array ``[num_heads, top_k]``, a CSV path, or None for the default
     table (medusa modes only; the number of Medusa heads is its row count). ``layers``: decoder
     layers to instantiate (default: all). Rows are in grid order (batch, then kv_len).
+
+    ``tree``: the tree a medusa mode runs, a :class:`~medusa_roofline.decoding.tree.Tree` or a tree file
+    (default: the greedy tree of N nodes from the acceptance table); its node count must be the mode's
+    N. Its name fills the ``tree`` column (``greedy-N`` for a built tree, empty for ar).
 
     ``checkpoint_dir``: save every measured point there (:mod:`.checkpoint`) and reuse points a
     killed run of the same measurement saved; the caller removes it once the table is written.
@@ -125,11 +161,21 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     torch_dtype = resolve_dtype(dtype, dev)
     elem = torch.tensor([], dtype=torch_dtype).element_size()
 
-    buffers, num_heads = None, 0
+    buffers, num_heads, chosen = None, 0, None
+    if tree is not None and m.phase != "medusa":
+        raise ConfigError(f"tree: mode {m.name} runs no tree; give a tree with a medusa-N mode")
     if m.phase == "medusa":
         table = acceptance_array(acceptance_table)
-        buffers = tree_buffers(build_tree(table, m.q_len), dev)
         num_heads = int(table.shape[0])
+        limit = dims.max_positions or None
+        if tree is None:
+            chosen = tree_paths_for(m.q_len, table, max_nodes=limit)
+        else:  # random heads propose from the whole vocabulary; one head per tree depth, as many as the table has
+            chosen = tree_paths_for(tree, num_heads=num_heads, top_k=dims.vocab, max_nodes=limit)
+        if chosen.candidates != m.q_len:
+            raise ConfigError(f"tree: {chosen.name} has {chosen.candidates} nodes (root included) but mode {m.name} "
+                              f"runs {m.q_len}; use mode medusa-{chosen.candidates}")
+        buffers = tree_buffers(chosen.paths, dev)
 
     flush_bytes = 0
     if flush_l2:
@@ -144,7 +190,8 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     prov = provenance(dev)
     common = {
         "bench": "sweep", "model": model_name(model_source), "device": str(dev), "device_name": prov["device_name"],
-        "mode": m.name, "phase": m.phase, "candidates": m.candidates, "q_len": m.q_len, "layers": n_layers,
+        "mode": m.name, "phase": m.phase, "candidates": m.candidates, "tree": chosen.name if chosen else "",
+        "q_len": m.q_len, "layers": n_layers,
         "heads": dims.heads, "kv_heads": dims.kv_heads, "head_dim": dims.head_dim,
         "dtype": dtype_name(torch_dtype), "attention_backend": "eager", "kernel": "eager", "reps": reps,
         "warmup": warmup, "threads": torch.get_num_threads(),
@@ -159,6 +206,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
         "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2,
         "max_memory_bytes": max_memory_bytes, "threads": common["threads"],
         "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if m.phase == "medusa" else None,
+        "tree": [list(p) for p in chosen.paths] if chosen else None,
         "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
         "code": code_digest(__name__),
     }

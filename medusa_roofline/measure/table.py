@@ -12,7 +12,7 @@ from ..core.io import write_csv
 
 COLUMNS = [
     "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls",
-    "candidates", "batch", "kv_len", "q_len", "keys", "layers", "heads", "kv_heads", "head_dim",
+    "candidates", "tree", "batch", "kv_len", "q_len", "keys", "layers", "heads", "kv_heads", "head_dim",
     "dtype", "attention_backend", "kernel", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
     "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit", "git_dirty", "hostname", "seed",
 ]
@@ -57,6 +57,32 @@ def validate_measured(df: pd.DataFrame) -> pd.DataFrame:
             raise MeasurementError(f"point {_point(row)}: p10 {times['time_s_p10']!r} <= median "
                                    f"{times['time_s_median']!r} <= p90 {times['time_s_p90']!r} does not hold")
     return df
+
+
+CLOSURE_COLUMNS = ["model", "mode", "batch", "kv_len", "step_s", "ops_s", "remainder_s", "covered_s", "gap"]
+
+
+def step_closure(df: pd.DataFrame) -> pd.DataFrame:
+    """Per measured sweep point: do the op rows plus ``remainder`` add up to the measured ``step``?
+
+    ``ops_s`` = sum of every op row's median x ``calls`` (per-layer rows are one layer's time),
+    ``covered_s`` = ``ops_s`` + ``remainder_s``, ``gap`` = covered / step - 1 (positive: the per-op
+    pass took longer than the uninstrumented step, e.g. instrumentation overhead). Points without an
+    ok ``step`` and ``remainder`` row are left out.
+    """
+    ok = df[df["status"].astype(str) == "ok"]
+    rows = []
+    for (model, mode, b, s), grp in ok.groupby(["model", "mode", "batch", "kv_len"], sort=True):
+        by_op = grp.set_index("op")
+        if "step" not in by_op.index or "remainder" not in by_op.index:
+            continue
+        step = float(by_op.loc["step", "time_s_median"])
+        parts = grp[~grp["op"].isin(["step", "remainder"])]
+        ops = float((parts["time_s_median"] * parts["calls"]).sum())
+        rem = float(by_op.loc["remainder", "time_s_median"])
+        rows.append({"model": model, "mode": mode, "batch": int(b), "kv_len": int(s), "step_s": step, "ops_s": ops,
+                     "remainder_s": rem, "covered_s": ops + rem, "gap": (ops + rem) / step - 1.0})
+    return pd.DataFrame(rows, columns=CLOSURE_COLUMNS)
 
 
 def write_measured_csv(df: pd.DataFrame, path: str | Path) -> None:

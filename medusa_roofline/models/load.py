@@ -1,7 +1,8 @@
 """Build or load a Llama-family model with transformers, and record what a measurement ran on.
 
-Presets get seeded random weights; a local checkpoint loads its real weights from safetensors (or
-``pytorch_model*.bin`` with ``weights_only=True``). Nothing reaches a hub and remote code never runs.
+Presets get seeded random weights, made on the device they run on (:mod:`.init`); a local checkpoint
+loads its real weights from safetensors (or ``pytorch_model*.bin`` with ``weights_only=True``).
+Nothing reaches a hub and remote code never runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..core.devices import resolve_dtype
 from ..core.dtypes import canonical_dtype
 from ..core.errors import ConfigError
 from ..core.io import sha256_file
+from .init import seeded_fill_
 from .source import (
     LLAMA_FAMILY,
     check_weight_files,
@@ -69,8 +71,10 @@ def build_model(source: str, dtype, device="cpu", layers: int | None = None, see
                 attn_implementation: str = "eager"):
     """A LlamaForCausalLM on ``device``: from_pretrained for a checkpoint, random weights otherwise.
 
-    ``layers`` instantiates only the first N decoder layers (per-layer ops are identical, so
-    timing Llama 33B on one GPU needs only a couple of full-width layers).
+    Random weights are built on the meta device, allocated on ``device`` and filled there with a
+    seeded fill (:mod:`.init`): no parameter is created or initialised on the host when ``device``
+    is a GPU. ``layers`` instantiates only the first N decoder layers (per-layer ops are identical,
+    so timing Llama 33B on one GPU needs only a couple of full-width layers).
     """
     cfg = load_hf_config(source)
     dims = dims_from_config(cfg)
@@ -99,10 +103,12 @@ def build_model(source: str, dtype, device="cpu", layers: int | None = None, see
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise ConfigError(f"model: the checkpoint in {directory} does not match its config.json: "
                               f"missing or mis-shaped weights {shown}")
-    else:
-        torch.manual_seed(seed)
+        return model.to(device).eval()
+    with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, trust_remote_code=False)
-    return model.to(device).eval()
+    model = model.to_empty(device=device)
+    std = getattr(cfg, "initializer_range", None) or 0.02
+    return seeded_fill_(model, seed, std).eval()
 
 
 def model_spec(source: str, dtype: str, device: str, layers: int | None = None) -> dict:
@@ -123,8 +129,7 @@ def model_spec(source: str, dtype: str, device: str, layers: int | None = None) 
     if weights:
         model = build_model(source, torch_dtype, "cpu", n_layers)
     else:
-        with torch.device("meta"):
-            model = build_model(source, torch_dtype, "meta", n_layers)
+        model = build_model(source, torch_dtype, "meta", n_layers)
     return {
         "model": model_name(source),
         "source": "preset" if is_preset(source) else str(directory),

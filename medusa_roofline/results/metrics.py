@@ -15,6 +15,9 @@ For every measured row (sweep or micro-benchmark) with ``status == "ok"``:
   for the medusa phase). Not counted (the step time includes them): embeddings, RMSNorms, RoPE,
   residual adds, SiLU/multiply of the MLP, the mask add and the KV-cache append (HF's ``torch.cat``
   copy of every layer's cache).
+* **remainder** (the step's time no op row covers: norms, RoPE, residual adds, SiLU·up, embedding, KV
+  write, heads glue) has no analytic count: its ``flops``, ``bytes``, ``oi``, achieved rates, roofs and
+  fractions are NaN and ``bound`` is ``uncounted``; only its time is kept.
 * **Roofs.** ``roof_measured_flops_per_s`` = min(measured matmul peak in the row's dtype,
   measured bandwidth x oi) from the ceilings; ``roof_spec_flops_per_s`` the same with the datasheet
   entry (NaN when the device has none; the datasheet peak is the dense fp16/bf16 tensor-core figure,
@@ -39,7 +42,7 @@ import math
 import pandas as pd
 
 from ..analytic import costmodel
-from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, row_cost
+from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, UNCOUNTED_OPS, row_cost
 from ..analytic.hardware import Hardware, measured_roofs
 from ..core.dtypes import DTYPE_BYTES
 from ..core.errors import ConfigError
@@ -48,6 +51,8 @@ from ..models.source import ModelDims
 log = logging.getLogger(__name__)
 
 SOURCE = "measured"
+UNCOUNTED_BOUND = "uncounted"
+"""``bound`` of rows the cost model counts nothing for (:data:`~medusa_roofline.analytic.costmodel.UNCOUNTED_OPS`)."""
 DEFAULT_TOLERANCE = 0.05
 KEY_COLUMNS = ["bench", "model", "device", "mode", "op", "batch", "kv_len"]
 BACKEND_COLUMN = "attention_backend"
@@ -107,6 +112,9 @@ def compute_metrics(measured: pd.DataFrame, dims_by_model: dict[str, ModelDims],
     ceil_name = str(ceilings.get("device_name", ""))
     out = []
     for r in rows.itertuples(index=False):
+        if r.op in UNCOUNTED_OPS:
+            out.append(_uncounted(float(r.time_s_median)))
+            continue
         dims = dims_by_model[r.model]
         e = DTYPE_BYTES[r.dtype]
         layers = int(r.layers) if pd.notna(r.layers) else 0
@@ -149,6 +157,14 @@ def compute_metrics(measured: pd.DataFrame, dims_by_model: dict[str, ModelDims],
     if flagged:
         log.warning("sanity flags on %d row(s): %s", int(sum(flagged.values())), flagged)
     return result
+
+
+def _uncounted(t: float) -> dict:
+    """A metrics row for an op the cost model counts nothing for (``remainder``): its time, and NaN for
+    every count and roof, so no figure or fraction can use a made-up FLOP or byte number."""
+    row = dict.fromkeys(METRIC_COLUMNS, math.nan)
+    row.update(time_s_median=t, bound=UNCOUNTED_BOUND, source=SOURCE, sanity="ok")
+    return row
 
 
 def load_measured(sources) -> pd.DataFrame:

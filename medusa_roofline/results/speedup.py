@@ -30,7 +30,7 @@ import pandas as pd
 from ..analytic import costmodel
 from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, step_ops
 from ..core.dtypes import DTYPE_BYTES
-from ..decoding.tree import build_tree, expected_accept_length
+from ..decoding.tree import expected_accept_length, tree_paths_for
 from ..models.source import ModelDims
 from .metrics import provenance_label
 
@@ -41,11 +41,13 @@ COLUMNS = [
 ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
 
 
-def tree_paths(table, candidates: int) -> list[tuple[int, ...]]:
-    """The greedy tree of ``candidates`` nodes (root included); [] for 1 (the root alone)."""
-    if candidates == 1:
+def tree_paths(table, candidates) -> list[tuple[int, ...]]:
+    """The tree's paths: ``candidates`` a node count (the greedy tree, root included; [] for 1, the root
+    alone) or an explicit tree (:class:`~medusa_roofline.decoding.tree.Tree` or tree file), checked
+    against the table's heads and ranks so its expected tokens are defined."""
+    if isinstance(candidates, (int, np.integer)) and candidates == 1:
         return []
-    return build_tree(table, int(candidates))
+    return list(tree_paths_for(candidates, table).paths)
 
 
 def op_time(cost, peak: float, bandwidth: float) -> float:

@@ -80,5 +80,20 @@ def rule_mem_mb(dims, layers: int, batches, kv_lens, q_lens, elem_bytes: int, me
                    for b in batches for s in kv_lens for q in q_lens)
     else:
         need = weight_params(dims, layers, medusa_heads) * elem_bytes if checkpoint else 0
-    mb = PROCESS_BASELINE_MB[kind] + margin * need / 2**20
+    return declared_mb(kind, need, margin)
+
+
+def attention_mem_mb(dims, batches, kv_lens, q_lens, elem_bytes: int, device: str = "cpu",
+                     margin: float = 1.25) -> int:
+    """Host memory (MB) to declare for the micro-benchmark: no weights, only one point's attention
+    tensors at a time (:func:`attention_working_set_bytes`; on CUDA they live on the GPU)."""
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    need = 0 if kind == "cuda" else max(attention_working_set_bytes(dims, b, s, q, elem_bytes)
+                                        for b in batches for s in kv_lens for q in q_lens)
+    return declared_mb(kind, need, margin)
+
+
+def declared_mb(kind: str, need_bytes: float, margin: float) -> int:
+    """The process baseline plus ``need_bytes`` with a margin, rounded up to a multiple of 256 MB."""
+    mb = PROCESS_BASELINE_MB[kind] + margin * need_bytes / 2**20
     return int(-(-mb // 256) * 256)

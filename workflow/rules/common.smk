@@ -7,8 +7,16 @@ archive collect, then the helpers the rules call.
 
 from pathlib import Path
 
+from medusa_roofline.analytic import memory
 from medusa_roofline.core.codedeps import module_files
+from medusa_roofline.core.dtypes import DTYPE_BYTES
 from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.tree import load_acceptance_table
+from medusa_roofline.models.source import (
+    checkpoint_weights,
+    instantiated_layers,
+    model_dims,
+)
 from medusa_roofline.repro import settings
 from medusa_roofline.results.render import KINDS
 
@@ -212,3 +220,43 @@ def microbench_csvs(wildcards):
     if wildcards.model not in MICROBENCH.models:
         return []
     return [f"results/microbench/{wildcards.model}/{wildcards.device}.csv"]
+
+
+def model_mem_mb(wildcards, modes=None):
+    """Host memory (MB) a job building the wildcard's model needs: weights, heads, KV cache and the step's
+    temporaries over the grid (on CUDA only what stays on the host), from analytic/memory.py.
+    """
+    source = MEASURE.models[wildcards.model]
+    dims = model_dims(source)
+    modes = modes or MEASURE.modes
+    q_lens = [1 if m == "ar" else int(m.split("-")[1]) for m in modes]
+    heads = (
+        0 if modes == ["ar"] else len(load_acceptance_table(MEASURE.acceptance_table))
+    )
+    weights_read_on_host = bool(checkpoint_weights(source))
+    return memory.rule_mem_mb(
+        dims,
+        instantiated_layers(dims, MEASURE.layers, source),
+        MEASURE.batch,
+        MEASURE.kv_len,
+        q_lens,
+        DTYPE_BYTES[MEASURE.dtype],
+        heads,
+        MEASURE.device,
+        weights_read_on_host,
+    )
+
+
+def sweep_mem_mb(wildcards):
+    return model_mem_mb(wildcards, [wildcards.mode])
+
+
+def microbench_mem_mb(wildcards):
+    return memory.attention_mem_mb(
+        model_dims(MICROBENCH.models[wildcards.model]),
+        MICROBENCH.batch,
+        MICROBENCH.kv_len,
+        [1] + MICROBENCH.candidates,
+        DTYPE_BYTES[MEASURE.dtype],
+        MEASURE.device,
+    )

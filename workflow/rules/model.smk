@@ -17,6 +17,8 @@ rule load_model:
         "results/benchmarks/load_model/{model}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    resources:
+        mem_mb=model_mem_mb,
     params:
         source=lambda w: MEASURE.models[w.model],
         dtype=MEASURE.dtype,

@@ -17,7 +17,7 @@ rule sweep:
         "../../envs/workflow.yaml"
     resources:
         gpu=GPU_JOBS,
-        mem_mb=8000,
+        mem_mb=sweep_mem_mb,
     params:
         source=lambda w: MEASURE.models[w.model],
         device=MEASURE.device,
@@ -49,7 +49,7 @@ rule microbench:
         "../../envs/workflow.yaml"
     resources:
         gpu=GPU_JOBS,
-        mem_mb=8000,
+        mem_mb=microbench_mem_mb,
     params:
         source=lambda w: MICROBENCH.models[w.model],
         device=MEASURE.device,

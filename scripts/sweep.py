@@ -26,6 +26,7 @@ with logged(snakemake):  # noqa: F821 (injected by Snakemake)
         acceptance_table=snakemake.input.acceptance,  # noqa: F821
         max_memory_bytes=p.max_memory_bytes,
         checkpoint_dir=ckpt,
+        **({"medusa_heads": p.medusa_heads} if p.medusa_heads else {}),  # None for ar: no heads
     )
     rows["device"] = snakemake.wildcards.device  # noqa: F821
     write_measured_csv(rows, out)

@@ -109,3 +109,130 @@ def test_roofline_bound():
     assert costmodel.attainable_flops(1000.0, 312e12, 1.935e12) == 312e12
     assert costmodel.bound(59.0, 312e12, 1.935e12) == "memory"
     assert costmodel.bound(200.0, 312e12, 1.935e12) == "compute"
+
+
+# ------------------------------------------------------------------ the step's element-wise ops
+
+
+@pytest.mark.parametrize("b,n", [(1, 1), (4, 16), (16, 112)])
+def test_elementwise_ops_closed_forms(b, n):
+    """Every op the paper does not count, at Llama-33B shapes (h 6656, I 17920, H = H_kv = 52, d 128), e = 2."""
+    h, inter, H, d, e = 6656, 17920, 52, 128, 2
+    rows = b * n
+    cost = {op: costmodel.op_cost(op, LLAMA33, b, n, 4096, e) for op in costmodel.STEP_LAYER_OPS
+            + costmodel.STEP_MODEL_OPS}
+    for norm in ("input_norm", "post_attn_norm", "final_norm"):
+        assert cost[norm] == costmodel.Cost(4 * rows * h, e * (2 * rows * h + h))
+    for add in ("attn_residual", "mlp_residual"):
+        assert cost[add] == costmodel.Cost(rows * h, e * 3 * rows * h)
+    assert cost["silu_mul"] == costmodel.Cost(5 * rows * inter, e * 3 * rows * inter)
+    assert cost["rotary"] == costmodel.Cost(3 * rows * 2 * H * d, e * (2 * rows * 2 * H * d + 2 * rows * d))
+    assert cost["kv_write"] == costmodel.Cost(0, e * 4 * rows * H * d)
+    assert cost["embedding"] == costmodel.Cost(0, e * 2 * rows * h)
+    for op in costmodel.ELEMENTWISE_LAYER_OPS + ("embedding", "final_norm"):
+        assert cost[op].oi < 1, op  # element-wise: well below 1 FLOP/B
+
+
+def test_rotary_and_kv_write_follow_gqa():
+    dims = model_dims("llama-3-8b")  # 32 heads, 8 KV heads, d 128
+    b, n, e = 2, 16, 2
+    assert costmodel.op_cost("rotary", dims, b, n, 1, e).flops == 3 * b * n * (32 + 8) * 128
+    assert costmodel.op_cost("kv_write", dims, b, n, 1, e).bytes == e * 4 * b * n * 8 * 128
+
+
+def test_paper_ops_unchanged_and_step_uses_all_ops():
+    """The analytic tables keep the paper's ops; the step total adds every element-wise op."""
+    assert costmodel.ALL_OPS == costmodel.LAYER_OPS + ("lm_head",)
+    assert not set(costmodel.ELEMENTWISE_LAYER_OPS) & set(costmodel.ALL_OPS)
+    assert set(costmodel.STEP_LAYER_OPS) == set(costmodel.LAYER_OPS) | set(costmodel.ELEMENTWISE_LAYER_OPS)
+    b, n, s, e, layers = 2, 4, 100, 2, 3
+    total = costmodel.step_cost(LLAMA33, b, n, s, e, layers, medusa=False, num_heads=0)
+    per_layer = [costmodel.op_cost(op, LLAMA33, b, n, s, e) for op in costmodel.STEP_LAYER_OPS]
+    once = [costmodel.op_cost(op, LLAMA33, b, n, s, e) for op in ("embedding", "final_norm", "lm_head")]
+    assert total.flops == layers * sum(c.flops for c in per_layer) + sum(c.flops for c in once)
+    assert total.bytes == layers * sum(c.bytes for c in per_layer) + sum(c.bytes for c in once)
+
+
+def test_step_shape_is_the_one_definition():
+    """keys = kv_len + the step's own tokens; the heads on every tree token or on the accepted one."""
+    assert costmodel.step_shape("ar", 64, 512) == (1, 513, 0)
+    assert costmodel.step_shape("medusa", 64, 512) == (64, 576, 64)
+    assert costmodel.step_shape("medusa", 64, 512, "accepted") == (64, 576, 1)
+    with pytest.raises(ValueError, match="medusa_heads"):
+        costmodel.step_shape("medusa", 64, 512, "all")
+    with pytest.raises(ValueError, match="phase"):
+        costmodel.step_shape("init", 64, 512)
+
+
+def test_measured_ops_time_the_hooked_ops():
+    ops = [op for op, _ in costmodel.measured_ops("medusa")]
+    assert ops[:3] == ["input_norm", "q_proj", "k_proj"] and ops[-2:] == ["medusa_heads", "step"]
+    assert {"post_attn_norm", "final_norm", "embedding"} <= set(ops)
+    assert not {"rotary", "kv_write", "silu_mul", "attn_residual", "mlp_residual"} & set(ops)  # no hook reaches them
+
+
+def test_launch_counts():
+    assert costmodel.launches("q_proj", 2) == 1 and costmodel.launches("rotary", 4) == 10
+    assert costmodel.launches("input_norm", 4) == 6 and costmodel.launches("input_norm", 2) == 8
+    assert costmodel.launches("softmax", 4) == 2 and costmodel.launches("softmax", 2) == 3
+    assert costmodel.launches("medusa_heads", 2, num_heads=4, head_layers=1) == 4 * 4 + 1
+    with pytest.raises(ValueError, match="launch count"):
+        costmodel.launches("step", 2)
+
+
+class _Kernels:
+    """Counts the kernels the ATen ops dispatched inside the block launch: every op but views and
+    allocations (a ``to`` that copies into a new dtype counts; one that returns its input does not)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                name = str(func)
+                if name.startswith("aten.empty"):
+                    return out
+                if not func.is_view or (name.startswith("aten.to.") and out.data_ptr() != args[0].data_ptr()):
+                    outer.ops.append(str(func))
+                return out
+
+        self.ops, self.mode = [], Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("dtype,e", [("float32", 4), ("float16", 2)])
+def test_launch_counts_match_the_installed_transformers(dtype, e):
+    """LAUNCHES is counted from the code; this recounts it on the modules and functions that run."""
+    import torch
+    from transformers.activations import ACT2FN
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
+
+    from medusa_roofline.measure.attention import eager_pv, eager_qk, eager_softmax
+
+    dt = getattr(torch, dtype)
+    x = torch.randn(2, 3, 8, dtype=dt)
+    q, k = torch.randn(2, 4, 3, 8, dtype=dt), torch.randn(2, 2, 3, 8, dtype=dt)
+    cos = sin = torch.randn(2, 3, 8, dtype=dt)
+    scores, mask = torch.randn(2, 4, 3, 3, dtype=dt), torch.zeros(2, 1, 3, 3, dtype=dt)
+    norm, silu = LlamaRMSNorm(8).to(dt), ACT2FN["silu"]
+    cases = {
+        "input_norm": lambda: norm(x),
+        "rotary": lambda: apply_rotary_pos_emb(q, k, cos, sin),
+        "silu_mul": lambda: silu(x) * x,
+        "attn_residual": lambda: x + x,
+        "qk": lambda: eager_qk(q, k, 0.5),
+        "softmax": lambda: eager_softmax(scores, mask, dt),
+        "pv": lambda: eager_pv(scores, k),
+    }
+    with torch.inference_mode():
+        for op, run in cases.items():
+            with _Kernels() as count:
+                run()
+            assert len(count.ops) == costmodel.launches(op, e), (op, count.ops)

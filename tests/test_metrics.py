@@ -137,7 +137,12 @@ def test_step_row_is_all_ops_times_layers_plus_heads():
     h_flops = 2 * (2 * 6 * 4 * 4 + 2 * 6 * 4 * 10)
     h_bytes = 2 * e * ((16 + 6 * 4 + 6 * 4) + (40 + 6 * 4 + 6 * 10))
     assert medusa_heads_cost(SMALL, b, n, e, 2) == costmodel.Cost(h_flops, h_bytes)
-    assert (out["flops"], out["bytes"]) == (flops + lm.flops + h_flops, byts + lm.bytes + h_bytes)
+    # the element-wise ops, per layer (b·n = 6 rows, h 4, I 8, H + H_kv = 3 heads of d 2):
+    # 2 RMSNorms 2 x (96 FLOPs, 2·(48 + 4) B), rotary (3·36 FLOPs, 2·(72 + 24) B), KV write (0, 2·24 B),
+    # 2 residual adds 2 x (24, 2·72), SiLU·up (5·48, 2·144) = 588 FLOPs, 1072 B; x 3 layers;
+    # once: final norm (96, 104) and embedding (0, 2·48)
+    extra = (3 * 588 + 96, 3 * 1072 + 104 + 96)
+    assert (out["flops"], out["bytes"]) == (flops + lm.flops + h_flops + extra[0], byts + lm.bytes + h_bytes + extra[1])
     ar = compute_metrics(one_row(op="step", phase="ar", mode="ar", q_len=1, keys=8, candidates=1),
                          {"small": SMALL}, CEILINGS, SPEC, num_medusa_heads=2).iloc[0]
     assert ar["flops"] == step_cost(SMALL, 2, 1, 8, 2, 3, medusa=False, num_heads=0).flops  # no heads for ar
@@ -159,3 +164,12 @@ def test_remainder_row_keeps_its_time_and_claims_no_counts():
     assert "remainder" in costmodel.UNCOUNTED_OPS and ("remainder", "model") in costmodel.measured_ops("ar")
     with pytest.raises(ValueError, match="no analytic cost"):
         costmodel.row_cost("remainder", "ar", SMALL, 1, 1, 8, 2, 3, 0)
+
+
+def test_an_op_without_flops_has_a_fraction_of_the_bandwidth():
+    """embedding: 6 rows of 4 gathered and written in float16, 96 B, no FLOPs; at 1e5 B/s the roof time is
+    0.96 ms, so 1.92 ms measured is half the roof (and no division by a zero FLOP/s roof)."""
+    out = compute_metrics(one_row(op="embedding", time_s_median=1.92e-3), {"small": SMALL}, CEILINGS, SPEC).iloc[0]
+    assert (out["flops"], out["bytes"], out["oi"]) == (0, 96, 0)
+    assert out["frac_of_measured_roof"] == pytest.approx(0.5) and out["roof_measured_flops_per_s"] == 0
+    assert out["frac_of_spec_roof"] == pytest.approx(96 / 1e6 / 1.92e-3) and out["sanity"] == "ok"

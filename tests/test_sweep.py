@@ -29,7 +29,9 @@ from medusa_roofline.models.load import build_model
 from medusa_roofline.models.source import model_dims
 
 TINY = dict(reps=2, warmup=1, progress=False)
-LAYER_OPS = {"q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj", "down_proj"}
+LAYER_OPS = {"input_norm", "q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "post_attn_norm", "gate_proj",
+             "up_proj", "down_proj"}
+MODEL_OPS = {"embedding", "final_norm", "lm_head"}
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +156,8 @@ def test_sweep_ar_rows(monkeypatch):
     monkeypatch.setattr(DecodeStep, "reset", spy)
     df = run_sweep("tiny", "ar", [1, 2], [8, 24], **TINY)
     assert list(df.columns) == COLUMNS
-    assert set(df["op"]) == LAYER_OPS | {"lm_head", "remainder", "step"}
-    assert len(df) == 4 * 13
+    assert set(df["op"]) == LAYER_OPS | MODEL_OPS | {"remainder", "step"}
+    assert len(df) == 4 * 17
     assert (df["status"] == "ok").all()
     assert (df["time_s_median"] > 0).all() and (df["time_s_p10"] <= df["time_s_p90"]).all()
     assert (df["q_len"] == 1).all() and (df["keys"] == df["kv_len"] + 1).all()
@@ -170,7 +172,8 @@ def test_sweep_ar_rows(monkeypatch):
 
 def test_sweep_medusa_rows():
     df = run_sweep("tiny", "medusa-16", [2], [8], **TINY)
-    assert set(df["op"]) == LAYER_OPS | {"lm_head", "medusa_heads", "remainder", "step"}
+    assert set(df["op"]) == LAYER_OPS | MODEL_OPS | {"medusa_heads", "remainder", "step"}
+    assert (df["heads_tokens"] == 16).all()  # the heads ran on every tree token (the default)
     assert (df["status"] == "ok").all() and (df["time_s_median"] > 0).all()
     assert (df["q_len"] == 16).all() and (df["keys"] == 24).all()
     assert (df["phase"] == "medusa").all() and (df["mode"] == "medusa-16").all() and (df["candidates"] == 16).all()
@@ -203,6 +206,23 @@ def test_sweep_runs_an_explicit_tree():
         run_sweep("tiny", "medusa-16", [1], [8], tree=tree, **TINY)
     with pytest.raises(ConfigError, match="^tree: mode ar runs no tree"):
         run_sweep("tiny", "ar", [1], [8], tree=tree, **TINY)
+
+
+def test_sweep_heads_on_the_accepted_token(monkeypatch):
+    """step.medusa_heads = accepted: the heads see one position per sequence, and the rows say so."""
+    from medusa_roofline.decoding.heads import MedusaHeads
+
+    seen = []
+    original = MedusaHeads.forward
+
+    def spy(self, hidden):
+        seen.append(tuple(hidden.shape))
+        return original(self, hidden)
+
+    monkeypatch.setattr(MedusaHeads, "forward", spy)
+    df = run_sweep("tiny", "medusa-16", [2], [8], medusa_heads="accepted", **TINY)
+    assert (df["heads_tokens"] == 1).all() and (df["status"] == "ok").all()
+    assert seen and set(seen) == {(2, 1, 64)}
 
 
 def test_sweep_oom_by_memory_cap():

@@ -1,4 +1,5 @@
-"""Instrumentation of a Hugging Face model for per-op timing: Linear hooks and a timed attention function.
+"""Instrumentation of a Hugging Face model for per-op timing: Linear hooks, module hooks (RMSNorms, the
+embedding) and a timed attention function.
 
 Every interval is recorded only while an :class:`~.op_timer.OpTimer` is active and inside a
 repetition, so the same code runs untimed for warm-up and for the uninstrumented whole-step pass.
@@ -87,6 +88,33 @@ class linear_hooks:
             handle.remove()
         self.handles.clear()
         return False
+
+
+MODULE_OPS = {
+    "input_layernorm": "input_norm",
+    "post_attention_layernorm": "post_attn_norm",
+    "norm": "final_norm",
+    "embed_tokens": "embedding",
+}
+"""Hugging Face Llama module names (last component) -> the cost model's op they run
+(:data:`~medusa_roofline.analytic.costmodel.HOOKED_OPS`)."""
+
+
+class module_hooks(linear_hooks):
+    """Context manager: forward pre/post hooks timing the non-Linear modules of :data:`MODULE_OPS` (the
+    RMSNorms, the final norm, the embedding lookup) under their cost-model op names."""
+
+    def __init__(self, model, modules: dict[str, str] | None = None):
+        super().__init__(model, ())
+        self.modules = MODULE_OPS if modules is None else modules
+
+    def __enter__(self):
+        for name, module in self.model.named_modules():
+            op = self.modules.get(name.rsplit(".", 1)[-1])
+            if op is not None and not isinstance(module, nn.Linear):
+                self.handles.append(module.register_forward_pre_hook(_pre_hook(op)))
+                self.handles.append(module.register_forward_hook(_post_hook(op)))
+        return self
 
 
 def _pre_hook(op):

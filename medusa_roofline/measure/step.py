@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..analytic.costmodel import step_shape
 from ..decoding.kv_cache import PreallocatedCache
 from ..decoding.tree_buffers import tree_attention_mask, tree_position_ids
 from .grid import Mode
@@ -31,11 +32,16 @@ class DecodeStep:
 
     ``step()`` runs the step (writing ``q_len`` positions after the cache); ``reset()`` sets the
     cache back to ``kv_len`` and checks it. Everything is built once here, outside any timed region.
+    The Medusa heads run on every tree position (``medusa_heads="tree"``) or on one position per
+    sequence (``"accepted"``: the accepted token's hidden state; which position does not change the
+    cost), as :func:`~medusa_roofline.analytic.costmodel.step_shape` defines the step.
     """
 
-    def __init__(self, model, mode: Mode, batch: int, kv_len: int, heads=None, buffers=None, seed: int = 0):
+    def __init__(self, model, mode: Mode, batch: int, kv_len: int, heads=None, buffers=None, seed: int = 0,
+                 medusa_heads: str = "tree"):
         self.model, self.mode, self.heads = model, mode, heads
         self.batch, self.kv_len, self.q_len = batch, kv_len, mode.q_len
+        self.heads_tokens = step_shape(mode.phase, mode.q_len, kv_len, medusa_heads).heads_tokens
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         with torch.inference_mode():
@@ -69,7 +75,7 @@ class DecodeStep:
             if self.heads is None:
                 return logits
             with maybe_op("medusa_heads"):
-                medusa_logits = self.heads(hidden)
+                medusa_logits = self.heads(hidden[:, :self.heads_tokens])
             return logits, medusa_logits
 
     __call__ = step

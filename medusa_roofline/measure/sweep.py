@@ -16,8 +16,9 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   ``tree.build_tree`` on the acceptance table, fed through the model with the additive 4-D tree
   mask and tree position ids on the cache, then the base LM head on all N positions (the base
   model verifies every candidate) and the Medusa heads on the final hidden states of all N tree
-  positions, as Medusa's reference ``tree_decoding`` does. Both modes pass a precomputed 4-D
-  additive mask (zeros ``[b,1,1,kv_len+1]`` for ar, identical to what eager's causal-mask builder
+  positions, as Medusa's reference ``tree_decoding`` does (``medusa_heads="tree"``), or of one
+  position per sequence (``"accepted"``); the ``heads_tokens`` column says which ran. Both modes
+  pass a precomputed 4-D additive mask (zeros ``[b,1,1,kv_len+1]`` for ar, identical to what eager's causal-mask builder
   makes for one query token), so neither pays HF mask construction inside the timed step.
   The transformer is run as ``model.model(...)`` then ``model.lm_head(...)``, which is exactly
   ``LlamaForCausalLM.forward`` with ``logits_to_keep=0``; the hidden states also feed the heads.
@@ -29,16 +30,17 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   (:func:`timed_attention_forward`, the project's eager qk/softmax/pv), not Hugging Face's eager
   attention, so that the per-op rows describe the step that was timed.
 * **Per-op** timings come from a second pass: forward pre/post hooks on the ``nn.Linear``
-  modules ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, an
-  explicit interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv``
+  modules ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, on the
+  RMSNorms (``input_norm``, ``post_attn_norm``, ``final_norm``) and the embedding (``embedding``),
+  an explicit interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv``
   timed *inside* attention by :func:`timed_attention_forward`, registered with transformers'
   ``AttentionInterface`` as ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per
   decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
   of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
   reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
 * **Remainder** (op ``remainder``, :data:`~medusa_roofline.analytic.costmodel.REMAINDER_OP`): per
-  repetition of the per-op pass, the whole pass minus every op interval: embedding, RMSNorms, RoPE,
-  residual adds, SiLU·up, the in-place KV write, mask handling, the heads' glue, and the
+  repetition of the per-op pass, the whole pass minus every op interval: RoPE, residual adds,
+  SiLU·up, the in-place KV write, mask handling, the heads' glue, and the
   instrumentation's own cost. Per-op rows x ``calls`` + ``remainder`` therefore add up to the
   instrumented step; how close that comes to the uninstrumented ``step`` is checked by
   :func:`~.table.step_closure` (``benchmarks/step_closure.py``).
@@ -60,7 +62,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..analytic.costmodel import REMAINDER_OP, measured_ops
+from ..analytic.costmodel import REMAINDER_OP, measured_ops, step_shape
 from ..analytic.memory import estimate_working_set_bytes
 from ..core.codedeps import code_digest
 from ..core.devices import as_device, dtype_name, free_memory, is_oom, resolve_device, resolve_dtype
@@ -73,7 +75,7 @@ from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
-from .instrument import attention_implementation, linear_hooks, register_timed_attention
+from .instrument import attention_implementation, linear_hooks, module_hooks, register_timed_attention
 from .op_timer import OpTimer, activate, maybe_op
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
@@ -119,7 +121,8 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
             else:
                 step.step()
                 step.reset()
-            with linear_hooks(model), activate(timer):  # hooks only here: they would cost the plain step too
+            # hooks only here: they would cost the plain step too
+            with linear_hooks(model), module_hooks(model), activate(timer):
                 if timed and flush_l2:
                     flush_cache(device)
                 if timed:
@@ -139,7 +142,8 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
 
 def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", device="cpu", layers: int | None = None,
               reps: int = 10, warmup: int = 3, acceptance_table=None, max_memory_bytes: int | None = None,
-              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None, tree=None):
+              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None, tree=None,
+              medusa_heads: str = "tree"):
     """Measure one mode over the (batch, kv_len) grid; one row per (op, batch, kv_len).
 
     The grid and settings come resolved and checked (:mod:`medusa_roofline.repro.settings`); points run in
@@ -153,6 +157,8 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
 
     ``checkpoint_dir``: save every measured point there (:mod:`.checkpoint`) and reuse points a
     killed run of the same measurement saved; the caller removes it once the table is written.
+    ``medusa_heads``: where a Medusa step runs its heads (``tree`` or ``accepted``,
+    :func:`~medusa_roofline.analytic.costmodel.step_shape`).
     """
     m = parse_mode(mode)
     dims = model_dims(model_source)
@@ -192,6 +198,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
         "bench": "sweep", "model": model_name(model_source), "device": str(dev), "device_name": prov["device_name"],
         "mode": m.name, "phase": m.phase, "candidates": m.candidates, "tree": chosen.name if chosen else "",
         "q_len": m.q_len, "layers": n_layers,
+        "heads_tokens": step_shape(m.phase, m.q_len, 0, medusa_heads).heads_tokens,
         "heads": dims.heads, "kv_heads": dims.kv_heads, "head_dim": dims.head_dim,
         "dtype": dtype_name(torch_dtype), "attention_backend": "eager", "kernel": "eager", "reps": reps,
         "warmup": warmup, "threads": torch.get_num_threads(),
@@ -204,7 +211,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
         "what": "sweep", "model": checkpoint.model_fingerprint(model_source), "mode": m.name,
         "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
         "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2,
-        "max_memory_bytes": max_memory_bytes, "threads": common["threads"],
+        "max_memory_bytes": max_memory_bytes, "threads": common["threads"], "heads_tokens": common["heads_tokens"],
         "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if m.phase == "medusa" else None,
         "tree": [list(p) for p in chosen.paths] if chosen else None,
         "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
@@ -246,7 +253,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
                 continue
             step, oom = None, False
             try:
-                step = DecodeStep(model, m, b, s, heads=heads, buffers=buffers, seed=seed)
+                step = DecodeStep(model, m, b, s, heads=heads, buffers=buffers, seed=seed, medusa_heads=medusa_heads)
                 result = measure_point(step, dev, reps, warmup, flush_l2)
             except Exception as exc:  # noqa: BLE001 - only OOM is recorded, everything else re-raised
                 if not is_oom(exc):

@@ -12,7 +12,8 @@ from ..core.io import write_csv
 
 COLUMNS = [
     "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls",
-    "candidates", "tree", "batch", "kv_len", "q_len", "keys", "layers", "heads", "kv_heads", "head_dim",
+    "candidates", "tree", "batch", "kv_len", "q_len", "keys", "heads_tokens", "layers", "heads", "kv_heads",
+    "head_dim",
     "dtype", "attention_backend", "kernel", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
     "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit", "git_dirty", "hostname", "seed",
 ]

@@ -8,20 +8,27 @@ For every measured row (sweep or micro-benchmark) with ``status == "ok"``:
   (the eager path materialises scores and probabilities); op ``attn`` (one fused kernel: SDPA or
   FlexAttention, ``attention_backend`` column) is counted *fused*: the FLOPs of qk + softmax + pv, and
   Q, K, V read once, O written once (:func:`~medusa_roofline.analytic.costmodel.attention_fused`).
-* **Per-op rows** (``q_proj`` ... ``down_proj``, ``qk``, ``softmax``, ``pv``) are ONE decoder layer, like
-  their times. ``lm_head`` runs on all ``q_len`` positions. ``medusa_heads`` is
-  :func:`medusa_heads_cost` on all ``q_len`` positions (what the sweep runs).
-* **step** is the whole step: ``layers`` x (sum of the per-layer ops) + ``lm_head`` (+ ``medusa_heads``
-  for the medusa phase). Not counted (the step time includes them): embeddings, RMSNorms, RoPE,
-  residual adds, SiLU/multiply of the MLP, the mask add and the KV-cache append (HF's ``torch.cat``
-  copy of every layer's cache).
-* **remainder** (the step's time no op row covers: norms, RoPE, residual adds, SiLU·up, embedding, KV
-  write, heads glue) has no analytic count: its ``flops``, ``bytes``, ``oi``, achieved rates, roofs and
-  fractions are NaN and ``bound`` is ``uncounted``; only its time is kept.
+* **Per-op rows** (``input_norm``, ``q_proj`` ... ``down_proj``, ``qk``, ``softmax``, ``pv``,
+  ``post_attn_norm``) are ONE decoder layer, like their times. ``embedding``, ``final_norm`` and
+  ``lm_head`` run once on all ``q_len`` positions. ``medusa_heads`` is :func:`medusa_heads_cost` on the
+  ``heads_tokens`` positions per sequence the sweep ran them on (all ``q_len`` for tables without the
+  column).
+* **step** is the whole step (:func:`~medusa_roofline.analytic.costmodel.step_cost`): ``layers`` x
+  every per-layer op of the step (the paper's and the element-wise ones: RMSNorms, rotary embedding,
+  the KV write, residual adds, SiLU·up) + embedding, final norm and ``lm_head`` (+ ``medusa_heads`` for
+  the medusa phase). Not counted (the step time includes them): the mask add outside softmax, HF's
+  ``torch.cat`` copy of every layer's cache beyond the new tokens' write, reshapes that copy.
+* **remainder** (the step's time no op row covers: RoPE, residual adds, SiLU·up, the KV write, heads
+  glue) has no analytic count: its ``flops``, ``bytes``, ``oi``, achieved rates, roofs and fractions are
+  NaN and ``bound`` is ``uncounted``; only its time is kept (the predictor predicts it from its ops,
+  :mod:`.prediction`).
 * **Roofs.** ``roof_measured_flops_per_s`` = min(measured matmul peak in the row's dtype,
   measured bandwidth x oi) from the ceilings; ``roof_spec_flops_per_s`` the same with the datasheet
   entry (NaN when the device has none; the datasheet peak is the dense fp16/bf16 tensor-core figure,
   so it flatters float32 rows). ``bound`` is ``memory``/``compute`` against the measured roofs.
+  ``frac_of_*_roof`` is the time at the roof, max(flops / peak, bytes / bandwidth), over the measured time
+  (for an op with FLOPs: achieved FLOP/s over the roof at its OI; for one without, achieved B/s over the
+  bandwidth).
 * **sanity** is ``ok`` or ``;``-joined reasons: ``above_measured_roof`` / ``above_spec_roof`` (achieved
   more than ``tolerance`` above a roof: usually data resident in a cache, or an accounting that
   over-counts work), ``device_mismatch`` (the row's device name differs from the ceilings').
@@ -58,7 +65,7 @@ KEY_COLUMNS = ["bench", "model", "device", "mode", "op", "batch", "kv_len"]
 BACKEND_COLUMN = "attention_backend"
 IDENTIFYING = [
     "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls", "candidates",
-    "batch", "kv_len", "q_len", "keys", "layers", "dtype", "attention_backend", "kernel", "reps", "status",
+    "batch", "kv_len", "q_len", "keys", "heads_tokens", "layers", "dtype", "attention_backend", "kernel", "reps", "status",
     "time_s_p10", "time_s_p90", "threads", "torch", "transformers", "cuda", "git_commit",
 ]
 METRIC_COLUMNS = [
@@ -70,6 +77,13 @@ METRIC_COLUMNS = [
 
 def _roof(oi: float, peak: float, bandwidth: float) -> float:
     return costmodel.attainable_flops(oi, peak, bandwidth)
+
+
+def _roof_time(cost, peak: float, bandwidth: float) -> float:
+    """Seconds the op takes at its roof, max(flops / peak, bytes / bandwidth): time at the roof / time measured
+    is the fraction of the roof achieved (achieved FLOP/s over the roof at the op's OI), defined for ops that
+    do no arithmetic (embedding, KV write) too."""
+    return max(cost.flops / peak, cost.bytes / bandwidth)
 
 
 def check_unique(measured: pd.DataFrame) -> None:
@@ -119,19 +133,22 @@ def compute_metrics(measured: pd.DataFrame, dims_by_model: dict[str, ModelDims],
         e = DTYPE_BYTES[r.dtype]
         layers = int(r.layers) if pd.notna(r.layers) else 0
         cost = row_cost(r.op, r.phase, dims, int(r.batch), int(r.q_len), int(r.keys), e, layers,
-                        num_medusa_heads, head_layers)
+                        num_medusa_heads, head_layers, heads_tokens(r))
         t = float(r.time_s_median)
         oi = cost.oi
         peak_m, bw_m = measured_roofs(ceilings, r.dtype)
         roof_m = _roof(oi, peak_m, bw_m)
         roof_s = _roof(oi, datasheet.peak_flops, datasheet.bandwidth) if datasheet is not None else math.nan
         achieved = cost.flops / t if t > 0 else math.nan
+        frac_m = _roof_time(cost, peak_m, bw_m) / t if t > 0 else math.nan
+        frac_s = (_roof_time(cost, datasheet.peak_flops, datasheet.bandwidth) / t
+                  if datasheet is not None and t > 0 else math.nan)
         reasons = []
         if not (t > 0 and math.isfinite(t)):
             reasons.append("bad_time")
-        if achieved > roof_m * (1 + tolerance):
+        if frac_m > 1 + tolerance:
             reasons.append("above_measured_roof")
-        if datasheet is not None and achieved > roof_s * (1 + tolerance):
+        if datasheet is not None and frac_s > 1 + tolerance:
             reasons.append("above_spec_roof")
         dev_name = getattr(r, "device_name", "")
         if ceil_name and isinstance(dev_name, str) and dev_name and dev_name != ceil_name:
@@ -141,8 +158,8 @@ def compute_metrics(measured: pd.DataFrame, dims_by_model: dict[str, ModelDims],
             "achieved_flops_per_s": achieved,
             "achieved_bytes_per_s": cost.bytes / t if t > 0 else math.nan,
             "roof_spec_flops_per_s": roof_s, "roof_measured_flops_per_s": roof_m,
-            "frac_of_spec_roof": achieved / roof_s if datasheet is not None else math.nan,
-            "frac_of_measured_roof": achieved / roof_m,
+            "frac_of_spec_roof": frac_s,
+            "frac_of_measured_roof": frac_m,
             "bound": costmodel.bound(oi, peak_m, bw_m),
             "source": SOURCE,
             "sanity": ";".join(reasons) or "ok",
@@ -165,6 +182,12 @@ def _uncounted(t: float) -> dict:
     row = dict.fromkeys(METRIC_COLUMNS, math.nan)
     row.update(time_s_median=t, bound=UNCOUNTED_BOUND, source=SOURCE, sanity="ok")
     return row
+
+
+def heads_tokens(row) -> int | None:
+    """Positions per sequence a row's Medusa heads ran on (None: all ``q_len``, for tables without the column)."""
+    value = row.get("heads_tokens") if isinstance(row, dict) else getattr(row, "heads_tokens", None)
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def load_measured(sources) -> pd.DataFrame:

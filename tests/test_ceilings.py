@@ -48,6 +48,15 @@ def test_cpu_ceilings_positive_with_spread(cpu_ceilings):
     json.dumps(c)  # JSON-able as is
 
 
+def test_cpu_launch_floor(cpu_ceilings):
+    """Seconds per one-element kernel launch, back to back, with spread; the timer's floor beside it."""
+    launch = cpu_ceilings["launch"]
+    assert launch["launches_per_rep"] == 100 and launch["reps"] == 3
+    assert 0 < launch["p10"] <= launch["median"] <= launch["p90"] < 1e-2  # microseconds, not seconds
+    assert cpu_ceilings["launch_floor_s"] == launch["median"]
+    assert 0 <= cpu_ceilings["timer_floor_s"] < cpu_ceilings["launch_floor_s"] * 100
+
+
 def test_measured_roofs_pick_the_rows_dtype(cpu_ceilings):
     peak_bf16, bw = measured_roofs(cpu_ceilings, "bfloat16")
     assert peak_bf16 == cpu_ceilings["matmul"]["bfloat16"]["median"]
@@ -111,3 +120,4 @@ def test_cuda_ceilings():
     assert c["dtype"] == "float16" and c["device_type"] == "cuda"
     assert c["bandwidth_bytes_per_s"] > 1e10 and c["peak_flops_per_s"] > 1e12
     assert c["device_name"] == torch.cuda.get_device_name()
+    assert 0 < c["launch_floor_s"] < 1e-4  # a few microseconds per launch on a GPU

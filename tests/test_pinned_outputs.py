@@ -22,7 +22,7 @@ PINNED = {
     "results/figures/llama-33b/a40/all_ops.csv": "3610bd0422e5c977bf149f16ffe334fe7ac3dc4f4ab39e858b9f03ead87bb870",
     "results/figures/llama-33b/a100-80gb-pcie/mlp_spec.csv": "9fcc3e290ce52308a03804d5b04dd5414328b93001b8585f1a03b890906507b4",
     "results/figures/llama-33b/a40/mlp_spec.csv": "d687ef7c7fe72855ac1b2b976b76a6f8bcd9cabb22bbdb14980a5f7b15751cf9",
-    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "1691a6b4b110aa4170f71901029a6934fd4e2bda69dcca68f7f3d4374b5f8fac",
+    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "c55064505e274be4289f77e7d9bc7fdf6e992931b91900d094279c8d4b0f9912",
 }
 
 

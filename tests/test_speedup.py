@@ -10,7 +10,9 @@ import pytest
 
 from medusa_roofline.decoding.tree import expected_accept_length
 from medusa_roofline.models.source import ModelDims
-from medusa_roofline.results.speedup import COLUMNS, analytic_speedup, measured_speedup, step_latency, tree_paths
+from medusa_roofline.analytic.costmodel import step_shape
+from medusa_roofline.analytic.predict import Calibration, datasheet_calibration, step_time
+from medusa_roofline.results.speedup import COLUMNS, analytic_speedup, measured_speedup, tree_paths
 
 ONES = ModelDims(hidden=1, heads=1, kv_heads=1, head_dim=1, intermediate=1, layers=1, vocab=1, max_positions=0)
 
@@ -24,29 +26,39 @@ def test_expected_tokens_by_hand():
     assert tree_paths(table, 3) == [(0,), (1,)]  # 0.5 and 0.2 beat 0.5*0.4 = 0.2 on the tie (shorter first)
 
 
-def test_step_latency_by_hand():
-    # Every dimension 1, one byte per element, 1 FLOP/s and 1 B/s: each op costs max(FLOPs, bytes) seconds.
-    # AR (n = 1, s = 1): 7 linears x max(2, 3) + qk 3 + softmax max(5, 2) + pv 3 + lm_head 3 = 35
-    assert step_latency(ONES, 1, 1, 1, 1, 1.0, 1.0) == 35
-    # Medusa n = 2: 7 x max(4, 5) + qk 5 + softmax max(10, 4) + pv 5 + lm_head 5 = 60,
-    # + one head on 1 token: residual linear max(2, 3) + vocab projection max(2, 3) = 6
-    assert step_latency(ONES, 1, 2, 1, 1, 1.0, 1.0) == 60
-    assert step_latency(ONES, 1, 2, 1, 1, 1.0, 1.0, num_heads=1) == 66
-    # n = 3: 7 x 7 + 7 + 15 + 7 + 7 + heads 6 = 91
-    assert step_latency(ONES, 1, 3, 1, 1, 1.0, 1.0, num_heads=1) == 91
+FREE = Calibration("hand", peak_flops=1.0, bandwidth=1.0, launch_floor_s=0.0, source="by hand")
+"""1 FLOP/s, 1 B/s, no launch floor: with every dimension 1 and 1-byte elements, each op costs max(FLOPs, bytes) s."""
 
 
-def test_analytic_speedup_by_hand():
+def test_step_time_by_hand():
+    """ONES, e = 1: the linears 8 x max(2n, 1 + 2n); norms 3 x 4n; residual adds 2 x 3n; silu_mul 5n;
+    rotary 6n; kv_write 4n; embedding 2n -> 8 + 51 n, plus qk and pv max(2ns, n + s + ns) each and softmax 5ns."""
+    # AR on a 1-token cache: n = 1, s = 2 -> 59 + 5 + 5 + 10 = 79
+    shape = step_shape("ar", 1, 1)
+    assert (shape.q_len, shape.keys, shape.heads_tokens) == (1, 2, 0)
+    assert step_time(ONES, 1, shape.q_len, shape.keys, 1, FREE) == 79
+    # tree of 2: n = 2, s = 3 -> 110 + 12 + 12 + 30 = 164; one head (linear + vocab projection) on t tokens 2 (1 + 2t)
+    assert step_time(ONES, 1, 2, 3, 1, FREE) == 164
+    assert step_time(ONES, 1, 2, 3, 1, FREE, num_heads=1, heads_tokens=2) == 174
+    assert step_time(ONES, 1, 2, 3, 1, FREE, num_heads=1, heads_tokens=1) == 170
+    # tree of 3: n = 3, s = 4 -> 161 + 24 + 24 + 60 = 269; heads on 3 tokens 14, on 1 token 6
+    assert step_time(ONES, 1, 3, 4, 1, FREE, num_heads=1, heads_tokens=3) == 283
+    assert step_time(ONES, 1, 3, 4, 1, FREE, num_heads=1, heads_tokens=1) == 275
+
+
+@pytest.mark.parametrize("heads,medusa_times", [("tree", [85, 174, 283]), ("accepted", [85, 170, 275])])
+def test_analytic_speedup_by_hand(heads, medusa_times):
+    """The step switch's two settings on the hand-worked tiny config (float16 at 2 B/s = 1-byte elements at 1 B/s)."""
     table = np.array([[0.5, 0.3]])  # one Medusa head, top-2
-    # float16 doubles the bytes; a 2 B/s bandwidth gives the same seconds as the hand-worked case
-    df = analytic_speedup("ones", ONES, table, peak=1.0, bandwidth=2.0, dtype="float16", batch=1,
-                          kv_lens=[1], candidates=[3, 1, 2], hardware="hw")
+    cal = Calibration("hand", 1.0, 2.0, 0.0, "by hand")
+    df = analytic_speedup("ones", ONES, table, cal, dtype="float16", batch=1, kv_lens=[1], candidates=[3, 1, 2],
+                          hardware="hw", medusa_heads=heads)
     assert list(df.columns) == COLUMNS
     assert df["candidates"].tolist() == [1, 2, 3]
     assert df["expected_tokens"].tolist() == pytest.approx([1.0, 1.5, 1.8])
-    assert df["step_time_ar_s"].tolist() == pytest.approx([35, 35, 35])
-    assert df["step_time_medusa_s"].tolist() == pytest.approx([41, 66, 91])
-    assert df["speedup"].tolist() == pytest.approx([35 / 41, 1.5 * 35 / 66, 1.8 * 35 / 91])
+    assert df["step_time_ar_s"].tolist() == pytest.approx([79, 79, 79])
+    assert df["step_time_medusa_s"].tolist() == pytest.approx(medusa_times)
+    assert df["speedup"].tolist() == pytest.approx([e * 79 / t for e, t in zip([1.0, 1.5, 1.8], medusa_times)])
     assert set(df["source"]) == {"analytic"} and set(df["series"]) == {"seq_len 1"}
 
 
@@ -58,8 +70,8 @@ def test_paper_case_peaks_then_falls():
 
     repo = Path(__file__).resolve().parent.parent
     hw = load_table(repo / "config" / "hardware.yaml")["a100-80gb-pcie"]
-    df = analytic_speedup("llama-7b", model_dims("llama-7b"), load_acceptance_table(), hw.peak_flops,
-                          hw.bandwidth, "float16", 4, [128, 8192], [1, 16, 32, 64, 112])
+    df = analytic_speedup("llama-7b", model_dims("llama-7b"), load_acceptance_table(), datasheet_calibration(hw),
+                          "float16", 4, [128, 8192], [1, 16, 32, 64, 112])
     for _, grp in df.groupby("kv_len"):
         s = grp.set_index("candidates")["speedup"]
         assert s[1] < 1 and s[16] > 1.5 and s[112] < s[32]

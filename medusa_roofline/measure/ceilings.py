@@ -7,6 +7,13 @@
   often the closer match; the measured roof is the larger of the two medians.
 * **Matmul peak.** ``a @ b`` of two ``n x n`` matrices, ``2 n^3`` FLOPs, in the sweep's dtype (CPU:
   also float32 and bfloat16, so both CPU sweep dtypes have a roof).
+* **Launch floor** (``launch_floor_s``, :func:`measure_launch_floor`). What one kernel costs however
+  little it does, as a stream of small ops pays it: :data:`LAUNCH_BATCH` back-to-back ``x.add_(1)`` on a
+  one-element tensor timed as one callable, divided by :data:`LAUNCH_BATCH` (CUDA: the larger of the
+  host's issue time and the GPU's per-kernel time; CPU: the dispatcher's per-op time). No cache flush:
+  the ops of a step run back to back too. Beside it, ``timer_floor_s`` is the timer's own floor (an
+  empty timed region, :func:`~.timing.empty_region`). The predictor's measured calibration reads
+  ``launch_floor_s`` (:mod:`medusa_roofline.analytic.predict`).
 
 Every figure is timed with :func:`medusa_roofline.measure.timing.time_callable`: warm-up calls, then
 ``reps`` repetitions; CUDA uses CUDA events and zeroes a buffer >= 2x the L2 before each repetition
@@ -30,7 +37,7 @@ import torch
 from ..core.devices import resolve_device
 from ..core.dtypes import canonical_dtype
 from ..core.provenance import cpu_model
-from .timing import release_flush_buffers, time_callable
+from .timing import empty_region, release_flush_buffers, time_callable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,10 @@ DEFAULTS = {
     "cuda": {"copy_bytes": 1024 * MIB, "matmul_n": 8192},
 }
 CPU_EXTRA_DTYPES = ("float32", "bfloat16")
+LAUNCH_BATCH = 100
+"""One-element kernels per timed call of the launch floor (the floor is the call's time / LAUNCH_BATCH)."""
+
+
 def throughput_stats(work: float, stats) -> dict:
     """Work per second from time order statistics (median, and p10/p90 swapped from time)."""
     return {
@@ -130,6 +141,24 @@ def measure_matmul(dev, dtype: str, n: int, reps: int, warmup: int, flush_l2: bo
     return dict(throughput_stats(flops, stats), n=n, flops_per_rep=flops, what=f"{n}x{n} @ {n}x{n}, {dtype}")
 
 
+def measure_launch_floor(dev, reps: int, warmup: int) -> dict:
+    """Seconds per launch of :data:`LAUNCH_BATCH` back-to-back one-element ``x.add_(1)``, with spread, and
+    the timer's floor (an empty timed region) beside it."""
+    x = torch.zeros(1, device=dev)
+
+    def burst():
+        for _ in range(LAUNCH_BATCH):
+            x.add_(1)
+
+    stats = time_callable(burst, dev, warmup, reps, flush_l2=False, op="ceilings launch floor")
+    timer = empty_region(dev, reps=max(reps, 20), warmup=warmup)
+    return {
+        "median": stats.median / LAUNCH_BATCH, "p10": stats.p10 / LAUNCH_BATCH, "p90": stats.p90 / LAUNCH_BATCH,
+        "reps": stats.reps, "launches_per_rep": LAUNCH_BATCH, "timer_floor_s": timer["median"],
+        "what": f"{LAUNCH_BATCH} back-to-back x.add_(1) on one element, per launch; no cache flush",
+    }
+
+
 def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3, copy_bytes: int | None = None,
                      matmul_n: int | None = None, extra_dtypes=None, flush_l2: bool = True) -> dict:
     """Measure the local device's roofs; a JSON-able dict.
@@ -137,9 +166,11 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     Keys: ``device``, ``device_type``, ``device_name``, ``driver``, ``cpu_model``, ``threads``,
     ``versions``, ``platform`` (+ CUDA properties), ``dtype`` (the sweep's, resolved),
     ``bandwidth`` {``copy``, ``read``: median/p10/p90 B/s and the times behind them},
-    ``matmul`` {dtype: median/p10/p90 FLOP/s}, and the headline roofs ``bandwidth_bytes_per_s``
-    (larger of the copy and read medians; ``bandwidth_kind`` says which) and ``peak_flops_per_s``
-    (matmul median in ``dtype``), plus ``settings`` (sizes, reps, warm-up).
+    ``matmul`` {dtype: median/p10/p90 FLOP/s}, ``launch`` (:func:`measure_launch_floor`), and the
+    headline roofs ``bandwidth_bytes_per_s`` (larger of the copy and read medians; ``bandwidth_kind``
+    says which), ``peak_flops_per_s`` (matmul median in ``dtype``) and the floors ``launch_floor_s``
+    (seconds per kernel launch) and ``timer_floor_s`` (an empty timed region), plus ``settings``
+    (sizes, reps, warm-up).
     """
     dev = resolve_device(device)
     defaults = DEFAULTS[dev.type]
@@ -158,6 +189,7 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     with torch.inference_mode():
         bandwidth = measure_bandwidth(dev, copy_bytes, reps, warmup, flush_l2)
         matmul = {dt: measure_matmul(dev, dt, matmul_n, reps, warmup, flush_l2) for dt in dtypes}
+        launch = measure_launch_floor(dev, reps, warmup)
     if dev.type == "cuda":
         release_flush_buffers()
         torch.cuda.empty_cache()
@@ -169,9 +201,13 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
         bandwidth_bytes_per_s=bandwidth[kind]["median"],
         bandwidth_kind=kind,
         peak_flops_per_s=matmul[main]["median"],
+        launch=launch,
+        launch_floor_s=launch["median"],
+        timer_floor_s=launch["timer_floor_s"],
         settings={"reps": reps, "warmup": warmup, "copy_bytes": copy_bytes, "matmul_n": matmul_n,
                   "flush_l2": flush_l2, "dtypes": dtypes},
     )
-    for what, value in (("bandwidth", result["bandwidth_bytes_per_s"]), ("peak", result["peak_flops_per_s"])):
+    for what, value in (("bandwidth", result["bandwidth_bytes_per_s"]), ("peak", result["peak_flops_per_s"]),
+                        ("launch floor (s)", result["launch_floor_s"])):
         log.info("measured %s: %.4g", what, value)
     return result

@@ -1,6 +1,13 @@
-"""Simulated Medusa speedup vs the number of candidate tokens (the paper's appendix figure).
+"""Medusa speedup vs the number of candidate tokens: simulated (the paper's appendix figure) and measured.
 
 speedup(c, seq_len) = E[tokens per step | tree of c candidates] / (T_medusa(c) / T_ar)
+
+Both paths use one definition of the step (:func:`~medusa_roofline.analytic.costmodel.step_shape`):
+the queries attend the cache and the step's own tokens (kv_len + 1 keys for ar, kv_len + c for a tree
+of c), and the Medusa heads run where ``medusa_heads`` says — on every tree token (``tree``, Medusa's
+reference ``tree_decoding`` and the default) or on the accepted token only (``accepted``). The measured
+sweep runs its heads by the same switch (``step.medusa_heads``), so analytic and measured speedups
+compare the same step.
 
 * **Expected tokens per step.** For the greedy tree of c candidates (``tree.build_tree``; c counts
   the root, so the tree has c - 1 paths) ``E = 1 + sum over tree nodes of prod_i table[i, r_i]``
@@ -8,18 +15,15 @@ speedup(c, seq_len) = E[tokens per step | tree of c candidates] / (T_medusa(c) /
   independent (a node is accepted iff each head on its path proposed the right token at that rank,
   with the table's marginal probability), as in the Medusa paper's tree construction. The root
   (the base model's own token) is always accepted. c = 1 is plain decoding plus heads: E = 1.
-* **Step latency, analytic** (:func:`step_latency`): the roofline time of every op,
-  ``max(flops / peak, bytes / bandwidth)``, summed over the per-layer ops x layers, plus
-  ``lm_head`` on the n query tokens, plus for the Medusa step K Medusa heads (each a ``hidden x
-  hidden`` residual linear and a ``hidden x vocab`` projection) on **1 token per sequence**: only
-  the accepted token's hidden state feeds the next proposals. Shapes follow the paper's
-  accounting (``costmodel.phase_shape``): AR n = 1, Medusa n = c, attention over s = seq_len keys.
-  Each op is assumed to run alone at its roof (no overlap, no launch overhead).
+* **Step latency, analytic** (:func:`analytic_speedup`): the predictor
+  (:func:`~medusa_roofline.analytic.predict.step_time`) — every op of the step (the paper's and the
+  element-wise ones) at max(flops / peak, bytes / bandwidth, launches x floor), summed over the
+  per-layer ops x layers, the once-per-step ops and the Medusa heads — with one calibration (the
+  datasheet roofs of a GPU, or the device's measured ceilings).
 * **Step latency, measured** (:func:`measured_speedup`): the ``step`` rows of a metrics/measured
   table, ``medusa-c`` vs ``ar`` at the same (batch, kv_len). When fewer decoder layers were
-  instantiated than the model has, the layer part ``step - lm_head - medusa_heads`` (those from
-  their per-op rows) is scaled up to the model's depth. Note that the sweep's Medusa step runs the
-  heads on all c tree positions (as Medusa's reference ``tree_decoding`` does), not on one token.
+  instantiated than the model has, the layer part (the step minus its once-per-step op rows) is
+  scaled up to the model's depth.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analytic import costmodel
-from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, step_ops
+from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, STEP_MODEL_OPS, step_shape
+from ..analytic.predict import Calibration, step_time
 from ..core.dtypes import DTYPE_BYTES
 from ..decoding.tree import expected_accept_length, tree_paths_for
 from ..models.source import ModelDims
@@ -39,6 +43,8 @@ COLUMNS = [
     "step_time_ar_s", "step_time_medusa_s", "latency_ratio", "speedup", "provenance",
 ]
 ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
+ONCE_PER_STEP = STEP_MODEL_OPS + ("medusa_heads",)
+"""Measured rows that run once per step whatever the depth (not scaled with the layers)."""
 
 
 def tree_paths(table, candidates) -> list[tuple[int, ...]]:
@@ -50,41 +56,44 @@ def tree_paths(table, candidates) -> list[tuple[int, ...]]:
     return list(tree_paths_for(candidates, table).paths)
 
 
-def op_time(cost, peak: float, bandwidth: float) -> float:
-    """Roofline time of one op: the slower of its compute and its memory traffic."""
-    return max(cost.flops / peak, cost.bytes / bandwidth)
+def expected_tokens(table, candidates) -> dict[int, float]:
+    """Expected tokens per step of the greedy tree of each candidate count."""
+    table = np.asarray(table, dtype=np.float64)
+    return {int(c): expected_accept_length(table, tree_paths(table, int(c))) for c in sorted(set(candidates))}
 
 
-def step_latency(dims: ModelDims, batch: int, q_len: int, kv_len: int, e: int, peak: float, bandwidth: float,
-                 num_heads: int = 0, head_layers: int = MEDUSA_HEAD_LAYERS, heads_tokens: int = 1,
-                 fused: bool = False, layers: int | None = None) -> float:
-    """Analytic step time: sum of per-op roofline times over ``layers`` (default all) decoder layers,
-    + lm_head on ``q_len`` tokens, + ``num_heads`` Medusa heads on ``heads_tokens`` tokens per sequence."""
-    layers = dims.layers if layers is None else layers
-    ops = step_ops(dims, batch, q_len, kv_len, e, layers, num_heads, head_layers, fused, heads_tokens)
-    return sum(k * op_time(cost, peak, bandwidth) for cost, k in ops)
+def step_times(dims: ModelDims, batch: int, kv_len: int, candidates, e: int, cal: Calibration, num_heads: int,
+               medusa_heads: str = "tree", head_layers: int = MEDUSA_HEAD_LAYERS, fused: bool = False):
+    """Predicted (T_ar, T_medusa per candidate count as an array) of the step :func:`step_shape` defines."""
+    ar = step_shape("ar", 1, kv_len, medusa_heads)
+    t_ar = float(step_time(dims, batch, ar.q_len, ar.keys, e, cal, fused=fused))
+    c = np.asarray(sorted(candidates), dtype=np.int64)
+    shape = step_shape("medusa", c, kv_len, medusa_heads)
+    t_md = step_time(dims, batch, shape.q_len, shape.keys, e, cal, num_heads=num_heads, head_layers=head_layers,
+                     heads_tokens=shape.heads_tokens, fused=fused)
+    return t_ar, np.broadcast_to(np.asarray(t_md, dtype=np.float64), c.shape)
 
 
-def analytic_speedup(model: str, dims: ModelDims, table, peak: float, bandwidth: float, dtype: str, batch: int,
-                     kv_lens, candidates, hardware: str = "", device: str = "", head_layers: int = MEDUSA_HEAD_LAYERS,
-                     fused: bool = False, provenance: str = "analytic cost model") -> pd.DataFrame:
-    """One row per (kv_len, candidates): expected tokens, both step latencies, their ratio, speedup."""
+def analytic_speedup(model: str, dims: ModelDims, table, cal: Calibration, dtype: str, batch: int, kv_lens,
+                     candidates, hardware: str = "", device: str = "", medusa_heads: str = "tree",
+                     head_layers: int = MEDUSA_HEAD_LAYERS, fused: bool = False,
+                     provenance: str = "analytic cost model") -> pd.DataFrame:
+    """One row per (kv_len, candidates): expected tokens, both predicted step latencies, their ratio, speedup."""
     table = np.asarray(table, dtype=np.float64)
     num_heads = int(table.shape[0])
     e = DTYPE_BYTES[dtype]
-    expected = {c: expected_accept_length(table, tree_paths(table, c)) for c in sorted(set(candidates))}
+    expected = expected_tokens(table, candidates)
+    cands = sorted(expected)
     rows = []
     for s in sorted(set(kv_lens)):
-        n_ar, s_ar = costmodel.phase_shape("ar", 1, s)
-        t_ar = step_latency(dims, batch, n_ar, s_ar, e, peak, bandwidth, fused=fused)
-        for c, tokens in expected.items():
-            n_md, s_md = costmodel.phase_shape("medusa", c, s)
-            t_md = step_latency(dims, batch, n_md, s_md, e, peak, bandwidth, num_heads, head_layers, 1, fused)
+        t_ar, t_md = step_times(dims, batch, s, cands, e, cal, num_heads, medusa_heads, head_layers, fused)
+        for c, t in zip(cands, t_md):
+            tokens = expected[c]
             rows.append({
                 "series": f"seq_len {s}", "source": "analytic", "model": model, "hardware": hardware,
                 "device": device, "batch": batch, "kv_len": s, "candidates": c, "expected_tokens": tokens,
-                "step_time_ar_s": t_ar, "step_time_medusa_s": t_md, "latency_ratio": t_md / t_ar,
-                "speedup": tokens / (t_md / t_ar), "provenance": provenance,
+                "step_time_ar_s": t_ar, "step_time_medusa_s": float(t), "latency_ratio": float(t) / t_ar,
+                "speedup": tokens / (float(t) / t_ar), "provenance": provenance,
             })
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -96,7 +105,7 @@ def _full_depth_step(group: pd.DataFrame, model_layers: int | None) -> tuple[flo
     ran = int(by_op.loc["step", "layers"]) if "layers" in by_op.columns and pd.notna(by_op.loc["step", "layers"]) else 0
     if not model_layers or not ran or ran >= model_layers:
         return step, "measured"
-    extra = [o for o in ("lm_head", "medusa_heads") if o in by_op.index]
+    extra = [o for o in ONCE_PER_STEP if o in by_op.index]
     if "lm_head" not in extra:
         return step, f"measured ({ran} of {model_layers} layers, not scaled: no lm_head row)"
     fixed = sum(float(by_op.loc[o, "time_s_median"]) for o in extra)

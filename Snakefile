@@ -41,6 +41,7 @@ include: "workflow/rules/analytic.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/archive.smk"
 

@@ -9,6 +9,7 @@ import pytest
 from matplotlib.collections import PathCollection
 
 from medusa_roofline.analytic.hardware import Hardware
+from medusa_roofline.analytic.predict import Calibration, datasheet_calibration
 from medusa_roofline.analytic.table import analytic_table
 from medusa_roofline.models.source import ModelDims
 from medusa_roofline.results import figures_analytic, render, roofline
@@ -133,7 +134,7 @@ def line_data(ax) -> dict[str, np.ndarray]:
 
 def test_speedup_figure():
     table = np.array([[0.6, 0.2], [0.4, 0.1]])
-    pts = analytic_speedup("tiny", TINY, table, A100.peak_flops, A100.bandwidth, "float16", 4, [128, 512],
+    pts = analytic_speedup("tiny", TINY, table, datasheet_calibration(A100), "float16", 4, [128, 512],
                            range(1, 8), hardware=A100.key)
     fig, points = figures.speedup_figure(pts.sample(frac=1, random_state=0), "Tiny Llama, A100", "analytic")
     drawn = line_data(fig.axes[0])
@@ -148,7 +149,8 @@ def test_speedup_figure():
 
 def test_speedup_figure_mixed_sources_dashes_the_analytic_lines():
     table = np.array([[0.6]])
-    analytic = analytic_speedup("tiny", TINY, table, 1e12, 1e11, "float32", 1, [64], [1, 2])
+    analytic = analytic_speedup("tiny", TINY, table, Calibration("measured", 1e12, 1e11, 1e-6, "test"), "float32", 1,
+                                [64], [1, 2])
     analytic["series"] += " (analytic, measured roofs)"
     measured = analytic.assign(source="measured", series="seq_len 64", speedup=[0.9, 1.1])
     fig, points = figures.speedup_figure(pd.concat([analytic, measured]), "t", "s")
@@ -156,4 +158,35 @@ def test_speedup_figure_mixed_sources_dashes_the_analytic_lines():
               if not ln.get_label().startswith("_")}
     assert styles == {"seq_len 64": ("-", "o"), "seq_len 64 (analytic, measured roofs)": ("--", "None")}
     assert list(points["source"]) == ["measured", "measured", "analytic", "analytic"]
+    plt.close(fig)
+
+
+def test_prediction_figure_draws_exactly_its_points(metrics):
+    from medusa_roofline.results.prediction import prediction_table
+
+    table = prediction_table(metrics, TINY, [Calibration("measured", 1.5e11, 3e10, 2e-6, "test")], num_heads=4)
+    fig, points = figures.prediction_figure(table, "t")
+    drawn = np.concatenate([np.asarray(c.get_offsets()) for c in fig.axes[0].collections
+                            if isinstance(c, PathCollection) and len(c.get_offsets())])
+    want = points[["predicted_s", "time_s_median"]].to_numpy(float)
+    np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(want, axis=0))
+    assert set(points["series"]) == set(points["op_family"]) and len(points) == len(table)
+    plt.close(fig)
+
+
+def test_best_tree_figure_draws_exactly_its_points():
+    from medusa_roofline.results.best_tree import best_tree_table
+
+    tables = [best_tree_table("tiny", TINY, np.array([[0.6, 0.2], [0.4, 0.1]]), datasheet_calibration(hw), "float16",
+                              [1, 2, 4], [128, 512], 7, 4, hw.key, hw.display_name)
+              for hw in (A100, Hardware("a40", "A40", 6.96e11, 1.497e14, "datasheet"))]
+    fig, points = figures_analytic.best_tree_figure(pd.concat(tables), "Tiny Llama")
+    assert list(dict.fromkeys(points["panel"])) == ["A100 80GB PCIe", "A40"]  # one panel per GPU, in table order
+    for ax, panel in zip(fig.axes, ["A100 80GB PCIe", "A40"]):
+        lines = {ln.get_label(): np.column_stack([ln.get_xdata(), ln.get_ydata()]) for ln in ax.lines
+                 if ln.get_label().startswith("kv_len")}
+        pts = points[points["panel"] == panel]
+        assert set(lines) == set(pts["series"])
+        for name, xy in lines.items():
+            np.testing.assert_allclose(xy, pts[pts["series"] == name][["batch", "best_candidates"]].to_numpy(float))
     plt.close(fig)

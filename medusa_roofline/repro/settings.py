@@ -21,12 +21,10 @@ from pathlib import Path
 from ..analytic import hardware as hw_mod
 from ..core.dtypes import auto_dtype
 from ..core.errors import ConfigError
-from ..core.io import read_yaml
-from ..core.paths import configured_path
 from ..decoding import tree
 from ..measure.backends import parse_backends
-from ..models.source import (PRESET_DIR, ModelDims, check_weight_files, checkpoint_files, model_dims, model_name,
-                             resolve_source)
+from ..models.source import ModelDims, check_weight_files
+from .config_files import acceptance_table, config_path, display_names, model_shapes, model_sources
 
 MIB = 1 << 20
 
@@ -97,6 +95,29 @@ class Speedup:
 
 
 @dataclass(frozen=True)
+class Step:
+    medusa_heads: str  # tree | accepted (costmodel.step_shape)
+
+
+@dataclass(frozen=True)
+class Predict:
+    launch_floor_s: float  # datasheet calibration, seconds per kernel launch
+
+
+@dataclass(frozen=True)
+class BestTree:
+    models: dict[str, str]
+    hardware: list[str]  # resolved: `all` expanded to every key of the table
+    dtype: str
+    attention: str
+    batch: list[int]
+    kv_len: list[int]
+    max_candidates: int
+    reference_candidates: int
+    acceptance_table: str
+
+
+@dataclass(frozen=True)
 class Settings:
     run_name: str
     hardware_table: str  # path of the table
@@ -106,6 +127,9 @@ class Settings:
     microbench: Microbench
     ceilings: Ceilings
     speedup: Speedup
+    step: Step
+    predict: Predict
+    best_tree: BestTree
     plot: dict
     display_names: dict[str, str] = field(default_factory=dict)
 
@@ -116,66 +140,6 @@ class Settings:
 
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-
-def config_path(value, basedir: Path, key: str) -> Path:
-    """A configured file (:func:`~medusa_roofline.core.paths.configured_path`), checked to be a readable regular file."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: must be a path to a file, got {value!r}")
-    path = configured_path(value, basedir).resolve()
-    if not path.exists():
-        raise ConfigError(f"{key}: {value!r} does not exist (looked for {path}); give a readable file")
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} is not a regular file; give a readable file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}: {path} is not readable")
-    return path
-
-
-def model_config_file(source: str) -> str:
-    return str(resolve_source(source) / "config.json")
-
-
-def model_weight_files(source: str) -> list[str]:
-    """A local checkpoint's weight files and shard index ([] for a preset): inputs of the rule that
-    loads it, so replacing a weight file reruns it and everything after it."""
-    return [str(p) for p in checkpoint_files(source)]
-
-
-def model_sources(sources: list[str], key: str) -> dict[str, str]:
-    """Result name -> source, checking each source resolves and that names are unique."""
-    out: dict[str, str] = {}
-    for i, source in enumerate(sources):
-        resolve_source(source, f"{key}[{i}]")
-        name = model_name(source)
-        if name in out and out[name] != source:
-            raise ConfigError(f"{key}[{i}]: model name {name!r} is used by two sources ({out[name]!r}, {source!r})")
-        out[name] = source
-    return out
-
-
-def model_shapes(models: dict[str, str], key: str) -> dict[str, ModelDims]:
-    return {name: model_dims(source, f"{key} ({source})") for name, source in models.items()}
-
-
-def acceptance_table(value, basedir: Path, key: str, default: str) -> str:
-    """A configured acceptance table (``default`` when unset), checked by loading it; errors name ``key``."""
-    path = str(config_path(value, basedir, key)) if value else default
-    try:
-        tree.load_acceptance_table(path)
-    except ConfigError as err:
-        raise ConfigError(f"{key}: {str(err).removeprefix('acceptance: ')}") from None
-    return path
-
-
-def display_names(config: dict) -> dict[str, str]:
-    presets = read_yaml(PRESET_DIR / "presets.yaml", "model presets")
-    names = {k: v["display_name"] for k, v in presets.items()}
-    names.update(config.get("display_names", {}))
-    return names
 
 
 # ---------------------------------------------------------------------------------------------- grids
@@ -362,20 +326,43 @@ def resolve_ceilings(section: dict, device: str) -> Ceilings:
                     matmul_n=section[f"{kind}_matmul_n"])
 
 
-def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str) -> Speedup:
+def analytic_section(section: dict, table: dict, basedir: Path, default_acceptance: str, name: str):
+    """(models, acceptance table path) of a section that predicts steps for hardware-table GPUs (speedup,
+    best_tree): hardware keys known, models resolved, ``max_candidates`` buildable from the table."""
     for i, key in enumerate(section["hardware"]):
-        hw_mod.get(table, key, f"speedup.hardware[{i}]")
-    models = model_sources(section["models"], "speedup.models")
-    model_shapes(models, "speedup.models")
-    key = "speedup.acceptance_table" if section.get("acceptance_table") else "measure.acceptance_table"
-    path = acceptance_table(section.get("acceptance_table"), basedir, "speedup.acceptance_table",
-                            default_acceptance)
+        hw_mod.get(table, key, f"{name}.hardware[{i}]")
+    models = model_sources(section["models"], f"{name}.models")
+    model_shapes(models, f"{name}.models")
+    key = f"{name}.acceptance_table" if section.get("acceptance_table") else "measure.acceptance_table"
+    path = acceptance_table(section.get("acceptance_table"), basedir, f"{name}.acceptance_table", default_acceptance)
     largest = tree.max_tree_size(tree.load_acceptance_table(path))
     if models and section["max_candidates"] > largest:
-        raise ConfigError(f"speedup.max_candidates: {section['max_candidates']} exceeds the largest tree the "
+        raise ConfigError(f"{name}.max_candidates: {section['max_candidates']} exceeds the largest tree the "
                           f"acceptance table {path} ({key}) can build ({largest} nodes); lower it or use a larger table")
+    return models, path
+
+
+def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str) -> Speedup:
+    models, path = analytic_section(section, table, basedir, default_acceptance, "speedup")
     return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
                    kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path)
+
+
+def resolve_best_tree(section: dict, table: dict, basedir: Path, default_acceptance: str) -> BestTree:
+    """``hardware: [all]`` is every entry of the table, so a GPU added there gets its table and panel."""
+    names = list(section["hardware"])
+    if "all" in names:
+        if names != ["all"]:
+            raise ConfigError(f"best_tree.hardware: 'all' stands alone (every entry of the hardware table), got {names}")
+        names = list(table)
+    models, path = analytic_section(dict(section, hardware=names), table, basedir, default_acceptance, "best_tree")
+    if section["reference_candidates"] > section["max_candidates"]:
+        raise ConfigError(f"best_tree.reference_candidates: {section['reference_candidates']} exceeds "
+                          f"best_tree.max_candidates {section['max_candidates']}; the reference tree must be searched too")
+    return BestTree(models=models, hardware=list(dict.fromkeys(names)), dtype=section["dtype"],
+                    attention=section["attention"], batch=grid(section["batch"]), kv_len=grid(section["kv_len"]),
+                    max_candidates=section["max_candidates"], reference_candidates=section["reference_candidates"],
+                    acceptance_table=path)
 
 
 def resolve(config: dict, basedir: str | Path) -> Settings:
@@ -398,6 +385,9 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
         microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance),
         ceilings=resolve_ceilings(config["ceilings"], measure.device),
         speedup=resolve_speedup(config["speedup"], table, basedir, acceptance),
+        step=Step(medusa_heads=config["step"]["medusa_heads"]),
+        predict=Predict(launch_floor_s=config["predict"]["launch_floor_us"] * 1e-6),
+        best_tree=resolve_best_tree(config["best_tree"], table, basedir, acceptance),
         plot=dict(config["plot"]),
         display_names=display_names(config),
     )

@@ -103,3 +103,51 @@ def mlp_spec(table: pd.DataFrame, hw: Hardware, title: str, size=(6.0, 4.2), mar
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize="x-small")
     return fig, points
+
+
+# ----------------------------------------------------------------------------------- best tree
+
+
+def best_tree_figure(table: pd.DataFrame, title: str, size=(6.0, 4.2), reference: int | None = None):
+    """Best tree size against batch, one line per kv_len, one panel per GPU (hardware x calibration) in
+    table order; the reference tree size dashed. Returns ``(fig, points)`` (the table's rows as drawn)."""
+    import matplotlib.pyplot as plt
+
+    points = table.copy()
+    points["panel"] = [name if cal == "datasheet" else f"{name} ({cal})"
+                       for name, cal in zip(points["display_name"], points["calibration"])]
+    points["series"] = [f"kv_len {s}" for s in points["kv_len"]]
+    panels = list(dict.fromkeys(points["panel"]))
+    cols = min(len(panels), 3) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    style.apply_theme()
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols / 2, size[1] * rows / 1.6), squeeze=False,
+                             sharex=True, sharey=True)
+    kv = sorted(points["kv_len"].unique())
+    palette = style.sequential_palette(max(len(kv), 1))
+    color = {s: palette[i] for i, s in enumerate(kv)}
+    for ax, panel in zip(axes.flat, panels):
+        pts = points[points["panel"] == panel]
+        for s in kv:
+            line = pts[pts["kv_len"] == s].sort_values("batch")
+            if len(line):
+                ax.plot(line["batch"], line["best_candidates"], "-o", ms=3, lw=1.2, color=color[s], label=f"kv_len {s}")
+        ref = reference or (int(pts["reference_candidates"].iloc[0]) if len(pts) else None)
+        if ref:
+            ax.axhline(ref, color="0.4", lw=0.8, ls="--", label=f"{ref}-node tree", zorder=0)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(panel, fontsize="small")
+        ax.grid(True, which="both", lw=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("batch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("best # candidates")
+    axes.flat[0].legend(loc="lower left", fontsize="xx-small")
+    fig.suptitle(title, fontweight="bold", fontsize="medium")
+    order = {p: i for i, p in enumerate(panels)}
+    points = (points.assign(_p=points["panel"].map(order))
+              .sort_values(["_p", "kv_len", "batch"], kind="stable").drop(columns="_p").reset_index(drop=True))
+    return fig, points

@@ -20,7 +20,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from ..analytic.costmodel import FUSED_ATTENTION_OP, LAYER_OPS, MODEL_OPS
+from ..analytic.costmodel import FUSED_ATTENTION_OP, MODEL_OPS, STEP_LAYER_OPS, STEP_MODEL_OPS
 from ..analytic.hardware import Hardware, measured_roofs
 from ..measure.backends import BACKENDS
 from . import roofline, style
@@ -176,7 +176,8 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
 def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", hardware: str = "") -> pd.DataFrame:
     """Per op: achieved FLOP/s (y) against the cost model's bound at the same OI (x, ``roof`` roofs)."""
     col = {"measured": "roof_measured_flops_per_s", "spec": "roof_spec_flops_per_s"}[roof]
-    sel = metrics[metrics[col].notna()].copy() if col in metrics.columns else metrics.iloc[0:0].copy()
+    # ops without FLOPs (embedding, KV write) have a zero roof in FLOP/s: nothing to draw on log axes
+    sel = metrics[metrics[col] > 0].copy() if col in metrics.columns else metrics.iloc[0:0].copy()
     bench = sel["bench"] if "bench" in sel.columns else pd.Series("sweep", index=sel.index)
     label = [op if be == "eager" else f"{op} {be}" for op, be in zip(sel["op"], _backend(sel))]
     sel["series"] = [op if b != "microbench" else f"{op} (microbench)" for op, b in zip(label, bench)]
@@ -191,7 +192,8 @@ def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", h
     return frame
 
 
-ORDERED_OPS = LAYER_OPS + MODEL_OPS + tuple(f"{FUSED_ATTENTION_OP} {be}" for be, b in BACKENDS.items() if b.fused)
+ORDERED_OPS = (STEP_LAYER_OPS + STEP_MODEL_OPS + MODEL_OPS[1:]
+               + tuple(f"{FUSED_ATTENTION_OP} {be}" for be, b in BACKENDS.items() if b.fused))
 """Legend order of the measured-vs-analytic chart: the cost model's op order, then each fused backend."""
 
 
@@ -257,4 +259,61 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
     fig.suptitle(title, fontweight="bold", fontsize="medium")
     ax.set_title(subtitle, fontsize="x-small")
     ax.legend(loc="best", fontsize="x-small")
+    return fig, points
+
+
+# ----------------------------------------------------------------------------------- prediction
+
+
+FAMILY_ORDER = ("linear", "attention", "norm", "elementwise", "medusa_heads", "remainder", "step")
+
+
+def prediction_figure(prediction: pd.DataFrame, title: str, size=(6.0, 4.2), band: float = 0.2):
+    """Predicted (x) against measured (y) time, log-log, one panel per calibration: the diagonal, a ±band
+    region, one colour per op family, steps as stars, launch-bound points (the predictor's launch floor
+    won) as crosses (steps: hollow stars), the steps' median |error| written in the corner. Returns
+    ``(fig, points)``: the prediction rows as drawn, with ``series``."""
+    points = prediction.copy()
+    points["series"] = points["op_family"].astype(str)
+    cals = [c for c in ("measured", "datasheet") if (points["calibration"] == c).any()] or ["measured"]
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    points = (points.assign(_c=points["calibration"].map({c: i for i, c in enumerate(cals)}),
+                            _f=points["series"].map(rank).fillna(len(rank)))
+              .sort_values(["_c", "_f", "phase", "candidates", "batch", "kv_len"], kind="stable")
+              .drop(columns=["_c", "_f"]).reset_index(drop=True))
+    values = pd.concat([points["predicted_s"], points["time_s_median"]])
+    lim, _ = data_limits(values, values)
+    style.apply_theme()
+    fig, axes = plt.subplots(1, len(cals), figsize=(size[0] * (1 + 0.8 * (len(cals) - 1)), size[1]), squeeze=False)
+    palette = sns.color_palette("tab10", len(FAMILY_ORDER))
+    for ax, cal in zip(axes[0], cals):
+        style.log_axes(ax, lim, lim)
+        line = np.array(lim)
+        ax.fill_between(line, line * (1 - band), line * (1 + band), color="0.85", zorder=0,
+                        label=f"±{band:.0%} of predicted")
+        ax.plot(line, line, "-", color="0.3", lw=1.0, label="measured = predicted", zorder=1)
+        pts = points[points["calibration"] == cal]
+        for family in dict.fromkeys(pts["series"]):
+            fam = pts[pts["series"] == family]
+            color = palette[rank.get(family, 0) % len(palette)]
+            bound = fam["launch_bound"].astype(bool)
+            for launch, sel in ((False, fam[~bound]), (True, fam[bound])):
+                if not len(sel):
+                    continue
+                step = family == "step"
+                style_kw = ({"marker": "*", "facecolors": "none" if launch else color, "edgecolors": color}
+                            if step else {"marker": "x", "color": color} if launch
+                            else {"marker": "o", "color": color, "edgecolors": color})
+                ax.scatter(sel["predicted_s"], sel["time_s_median"], s=40 if step else 14, linewidths=0.8,
+                           zorder=3, label=None if launch else family, **style_kw)
+        ax.scatter([], [], s=14, marker="x", color="0.2", label="launch-bound (steps: hollow)")
+        steps = pts[pts["series"] == "step"]
+        if len(steps):
+            ax.text(0.98, 0.02, f"steps: median |error| {steps['abs_rel_error'].median():.0%}", ha="right",
+                    va="bottom", transform=ax.transAxes, fontsize="x-small")
+        ax.set_xlabel(f"Predicted time (s), {cal} calibration")
+        ax.set_ylabel("Measured time (s), median")
+        ax.set_title(cal, fontsize="small")
+        ax.legend(loc="upper left", fontsize="xx-small")
+    fig.suptitle(title, fontweight="bold", fontsize="medium")
     return fig, points

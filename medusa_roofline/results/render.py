@@ -6,10 +6,12 @@ archive goes through exactly the code that drew it in the workflow.
 
 * ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
   kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
-  ``model_config`` (a model's ``config.json``: the shapes, never weights).
+  ``model_config`` (a model's ``config.json``: the shapes, never weights), ``prediction`` (a
+  prediction-error table), ``best_tree`` (a model's best-tree tables, every GPU).
 * ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
-  ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
+  ``speedup`` / ``batch``, ``medusa_heads`` and ``launch_floor_s`` (the step definition and the
+  datasheet launch floor), and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
 
 The Snakefile reads :data:`KINDS` when it is parsed (which figures exist, which rule draws them), so
 this module imports the drawing modules (matplotlib, seaborn) only inside the renderers.
@@ -32,7 +34,8 @@ from typing import Callable
 import pandas as pd
 
 from .. import __version__
-from ..analytic.hardware import detect_hardware, load_ceilings, load_table, measured_roofs, parse_entry
+from ..analytic.hardware import detect_hardware, load_ceilings, load_table, parse_entry
+from ..analytic.predict import datasheet_calibration, measured_calibration
 from ..analytic.table import analytic_provenance
 from ..core.errors import ConfigError, IntegrityError
 from ..core.io import write_json
@@ -114,24 +117,26 @@ def _speedup(inputs: dict, params: dict):
 
     hw = _hardware(params)
     s = params["speedup"]
+    cal = datasheet_calibration(hw, params["launch_floor_s"])
     points = analytic_speedup(
         params["model"],
         model_dims_file(inputs["model_config"]),
         load_acceptance_table(inputs["acceptance"]),
-        hw.peak_flops,
-        hw.bandwidth,
+        cal,
         params["dtype"],
         s["batch"],
         s["kv_len"],
         range(1, s["max_candidates"] + 1),
         hardware=hw.key,
+        medusa_heads=params["medusa_heads"],
         fused=params["attention"] == "fused",
-        provenance=f"{analytic_provenance()}; {ASSUMPTION}",
+        provenance=f"{analytic_provenance()}; {cal.source}; {ASSUMPTION}",
     )
     return figures_measured.speedup_figure(
         points,
         params["title"],
-        f"analytic roofline ({hw.display_name} datasheet), batch {s['batch']}, {params['dtype']}",
+        f"analytic roofline ({hw.display_name} datasheet), batch {s['batch']}, {params['dtype']}, "
+        f"heads on {params['medusa_heads']} tokens",
         _size(params),
     )
 
@@ -182,20 +187,20 @@ def _speedup_measured(inputs: dict, params: dict):
     if measured.empty:
         log.warning("no (ar, medusa-N) step pair measured: the figure is empty")
     dtype = metrics["dtype"].iloc[0] if len(metrics) else "float16"
-    peak, bandwidth = measured_roofs(ceilings, dtype)
+    cal = measured_calibration(ceilings, dtype)
     overlay = analytic_speedup(
         params["model"],
         dims,
         table,
-        peak,
-        bandwidth,
+        cal,
         dtype,
         batch,
         sorted(measured["kv_len"].unique()),
         range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
         hardware=hardware,
         device=str(measured["device"].iloc[0]) if len(measured) else "",
-        provenance=f"{analytic_provenance()} at measured roofs; {ASSUMPTION}",
+        medusa_heads=params["medusa_heads"],
+        provenance=f"{analytic_provenance()} at measured roofs; {cal.source}; {ASSUMPTION}",
     )
     overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
     return figures_measured.speedup_figure(
@@ -205,6 +210,23 @@ def _speedup_measured(inputs: dict, params: dict):
         f"batch {batch}, {dtype}",
         _size(params),
     )
+
+
+def _prediction(inputs: dict, params: dict):
+    from . import figures_measured
+
+    prediction = pd.read_csv(inputs["prediction"])
+    ceilings = load_ceilings(inputs["ceilings"])
+    _, title = _datasheet_and_title(inputs, params, ceilings)
+    return figures_measured.prediction_figure(prediction, f"{title}: predicted vs measured time", _size(params))
+
+
+def _best_tree(inputs: dict, params: dict):
+    from . import figures_analytic
+
+    table = pd.read_csv(inputs["best_tree"])
+    return figures_analytic.best_tree_figure(table, f"{params['model_display']}: best Medusa tree size",
+                                             _size(params))
 
 
 @dataclass(frozen=True)
@@ -234,8 +256,11 @@ KINDS: dict[str, FigureKind] = {
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
                                        _measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
-                                   "candidates", "speedup", _speedup_measured, params=("batch",)),
+                                   "candidates", "speedup", _speedup_measured, params=("batch", "medusa_heads")),
     "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
+    "prediction": FigureKind("measured", "measured", MEASURED_ROLES + ("prediction",), "predicted_s", "time_s_median",
+                             _prediction),
+    "best_tree": FigureKind("best_tree", "best_tree", ("best_tree",), "batch", "best_candidates", _best_tree),
 }
 """Every figure kind. Adding one: its drawing function (figures_*.py), a renderer here and its entry."""
 

@@ -17,7 +17,7 @@ from medusa_roofline.models.source import (
     instantiated_layers,
     model_dims,
 )
-from medusa_roofline.repro import settings
+from medusa_roofline.repro import config_files, settings
 from medusa_roofline.results.render import KINDS
 
 # ---- the config, checked and resolved once ----------------------------------------------------
@@ -31,9 +31,14 @@ ANALYTIC = SETTINGS.analytic
 MEASURE = SETTINGS.measure
 MICROBENCH = SETTINGS.microbench
 SPEEDUP = SETTINGS.speedup
+STEP = SETTINGS.step
+PREDICT = SETTINGS.predict
+BEST_TREE = SETTINGS.best_tree
 HARDWARE = SETTINGS.hardware
 DEVICE = MEASURE.device_label
 FIGURE_FILES = SETTINGS.plot["formats"] + ["csv", "recipe.json"]
+BEST_TREE_PLACE = "all-gpus"
+"""Where a model's best-tree figure goes (it has one panel per GPU): results/figures/{model}/all-gpus/."""
 FUSED_BACKEND_LISTED = not set(MICROBENCH.attention_backends) <= {"eager"}
 FIGURE_TARGETS = {
     "analytic": [(m, hw) for m in ANALYTIC.models for hw in ANALYTIC.hardware],
@@ -41,6 +46,7 @@ FIGURE_TARGETS = {
     "measured": [(m, DEVICE) for m in SETTINGS.measured_models],
     "swept": [(m, DEVICE) for m in MEASURE.models],
     "fused": [(m, DEVICE) for m in MICROBENCH.models] if FUSED_BACKEND_LISTED else [],
+    "best_tree": [(m, BEST_TREE_PLACE) for m in BEST_TREE.models],
 }
 """Where the figures of each kind's `targets` are: (model, hardware or device) pairs."""
 # Measuring jobs on CUDA hold the `gpu` resource (one at a time per GPU).
@@ -104,6 +110,38 @@ def metrics_tables():
     )
 
 
+def prediction_tables():
+    return expand(
+        "results/prediction/{model}/{device}{suffix}.csv",
+        model=SETTINGS.measured_models,
+        device=DEVICE,
+        suffix=["", "_summary"],
+    )
+
+
+def best_tree_outputs(model="{model}"):
+    """The best-tree tables of one model: one per configured GPU (datasheet), one for the device at
+    hand when anything is measured (its ceilings exist), and all of them in one table (the figure's).
+    """
+    outputs = {
+        "datasheet": [
+            f"results/best_tree/{model}/datasheet/{hw}.csv" for hw in BEST_TREE.hardware
+        ],
+        "combined": f"results/best_tree/{model}.csv",
+    }
+    if SETTINGS.measured_models:
+        outputs["measured"] = f"results/best_tree/{model}/measured/{DEVICE}.csv"
+    return outputs
+
+
+def best_tree_files():
+    files = []
+    for model in BEST_TREE.models:
+        for value in best_tree_outputs(model).values():
+            files += value if isinstance(value, list) else [value]
+    return files
+
+
 def archive_inputs():
     """Everything `rule all` builds, plus the measured models' spec.json files."""
     return (
@@ -112,6 +150,8 @@ def archive_inputs():
         + microbench_tables()
         + ceilings_files()
         + metrics_tables()
+        + prediction_tables()
+        + best_tree_files()
         + figure_files()
         + expand("results/models/{model}/spec.json", model=MEASURE.models)
     )
@@ -119,11 +159,18 @@ def archive_inputs():
 
 def archive_config_files():
     """Files outside results/ that the figures read: hardware table, acceptance table(s), model config.json."""
-    models = {**ANALYTIC.models, **SPEEDUP.models, **SETTINGS.measured_models}
+    models = {
+        **ANALYTIC.models,
+        **SPEEDUP.models,
+        **SETTINGS.measured_models,
+        **BEST_TREE.models,
+    }
     files = [SETTINGS.hardware_table, MEASURE.acceptance_table]
     if SPEEDUP.models:
         files.append(SPEEDUP.acceptance_table)
-    files += [settings.model_config_file(source) for source in models.values()]
+    if BEST_TREE.models:
+        files.append(BEST_TREE.acceptance_table)
+    files += [config_files.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
 
@@ -140,6 +187,10 @@ def resolved_summary():
         "hardware_table": SETTINGS.hardware_table,
         "acceptance_table": MEASURE.acceptance_table,
         "speedup_acceptance_table": SPEEDUP.acceptance_table,
+        "best_tree_models": BEST_TREE.models,
+        "best_tree_hardware": BEST_TREE.hardware,
+        "best_tree_acceptance_table": BEST_TREE.acceptance_table,
+        "medusa_heads": STEP.medusa_heads,
     }
 
 
@@ -165,10 +216,14 @@ def figure_inputs(wildcards):
         "hardware_table": SETTINGS.hardware_table,
     }
     roles = KINDS[wildcards.figure].roles
+    if "prediction" in roles:
+        inputs["prediction"] = (
+            f"results/prediction/{wildcards.model}/{wildcards.device}.csv"
+        )
     if "acceptance" in roles:
         inputs["acceptance"] = MEASURE.acceptance_table
     if "model_config" in roles:
-        inputs["model_config"] = settings.model_config_file(
+        inputs["model_config"] = config_files.model_config_file(
             MEASURE.models[wildcards.model]
         )
     return inputs
@@ -181,12 +236,33 @@ def kind_param(name, value):
 
 def model_config(models):
     """Input function: the config.json of the wildcard's model among ``models`` (name -> source)."""
-    return lambda wildcards: settings.model_config_file(models[wildcards.model])
+    return lambda wildcards: config_files.model_config_file(models[wildcards.model])
+
+
+def best_tree_inputs(wildcards):
+    """A model's best-tree inputs: its config and the acceptance table; the device's ceilings when
+    anything is measured; the model's metrics when it was swept (its measured steps)."""
+    inputs = {
+        "model_config": config_files.model_config_file(
+            BEST_TREE.models[wildcards.model]
+        ),
+        "acceptance": BEST_TREE.acceptance_table,
+    }
+    if SETTINGS.measured_models:
+        inputs["ceilings"] = f"results/ceilings/{DEVICE}.json"
+    if wildcards.model in MEASURE.models:
+        inputs["metrics"] = f"results/metrics/{wildcards.model}/{DEVICE}.csv"
+    return inputs
 
 
 def hardware_entry(wildcards):
     """The one hardware entry a job uses, as params: editing another entry reruns nothing here."""
-    hw = HARDWARE[wildcards.hardware]
+    return hardware_entry_of(wildcards.hardware)
+
+
+def hardware_entry_of(key):
+    """A hardware entry as plain params (display name, roofs, source)."""
+    hw = HARDWARE[key]
     return {
         "key": hw.key,
         "display_name": hw.display_name,

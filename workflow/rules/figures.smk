@@ -87,6 +87,8 @@ rule figure_speedup:
             "kv_len": SPEEDUP.kv_len,
             "max_candidates": SPEEDUP.max_candidates,
         },
+        medusa_heads=STEP.medusa_heads,
+        launch_floor_s=PREDICT.launch_floor_s,
         plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"
@@ -125,6 +127,41 @@ rule figure_measured:
         model=lambda w: w.model,
         model_display=lambda w: model_display_name(w.model),
         batch=kind_param("batch", SPEEDUP.batch),
+        medusa_heads=kind_param("medusa_heads", STEP.medusa_heads),
+        plot=SETTINGS.plot,
+    script:
+        "../../scripts/figure.py"
+
+
+rule figure_best_tree:
+    """Best tree size against batch, one line per kv_len, one panel per GPU, from a model's best-tree tables."""
+    input:
+        best_tree="results/best_tree/{model}.csv",
+        code=script_code("figure.py"),
+    output:
+        figures=[
+            report(
+                f"results/figures/{{model}}/{BEST_TREE_PLACE}/{{figure}}.{ext}",
+                caption="../report/best_tree.rst",
+                category=lambda w: model_display_name(w.model),
+                subcategory="best tree size (every GPU)",
+                labels={"figure": "{figure}", "format": ext},
+            )
+            for ext in SETTINGS.plot["formats"]
+        ],
+        points=f"results/figures/{{model}}/{BEST_TREE_PLACE}/{{figure}}.csv",
+        recipe=f"results/figures/{{model}}/{BEST_TREE_PLACE}/{{figure}}.recipe.json",
+    log:
+        f"results/logs/figures/{{model}}/{BEST_TREE_PLACE}/{{figure}}.log",
+    benchmark:
+        f"results/benchmarks/figures/{{model}}/{BEST_TREE_PLACE}/{{figure}}.tsv"
+    wildcard_constraints:
+        figure="|".join(figure_kinds("best_tree")),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        kind=lambda w: w.figure,
+        model_display=lambda w: model_display_name(w.model),
         plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"

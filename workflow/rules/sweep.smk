@@ -28,6 +28,7 @@ rule sweep:
         reps=MEASURE.reps,
         warmup=MEASURE.warmup,
         max_memory_bytes=MEASURE.max_memory_bytes,
+        medusa_heads=lambda w: None if w.mode == "ar" else STEP.medusa_heads,
     script:
         "../../scripts/sweep.py"
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-PLOT_RULES = {"figure_analytic", "figure_speedup", "figure_measured"}
+PLOT_RULES = {"figure_analytic", "figure_speedup", "figure_measured", "figure_best_tree"}
 MEASURING_RULES = {"load_model", "sweep", "microbench", "ceilings"}
 
 
@@ -47,6 +47,8 @@ def tiny_measured_config_module():
         "microbench": {"models": []},
         "ceilings": {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128},
         "speedup": {"models": ["tiny"], "kv_len": [128], "max_candidates": 8},
+        "best_tree": {"models": ["tiny"], "hardware": ["a100-80gb-pcie"], "batch": [1], "kv_len": [128],
+                      "max_candidates": 8, "reference_candidates": 8},
         "plot": {"formats": ["png"]},
     }
 
@@ -124,7 +126,9 @@ def test_editing_a_module_reruns_exactly_the_rules_that_import_it(finished):
     style every figure's, the cost model everything that counts."""
     workdir, config = finished
     jobs = touched("measure/op_timer.py", workdir, config)
-    assert set(jobs) - {"all"} == {"sweep", "metrics", "figure_measured"}, jobs
+    # downstream of the sweep: metrics, the prediction error, the best tree from measured steps, their figures
+    assert set(jobs) - {"all"} == {"sweep", "metrics", "prediction", "best_tree", "figure_measured",
+                                   "figure_best_tree"}, jobs
     assert jobs["sweep"] == 2  # ar and medusa-16
     jobs = touched("results/style.py", workdir, config)
     assert set(jobs) - {"all"} == PLOT_RULES, jobs

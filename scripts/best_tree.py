@@ -4,7 +4,7 @@ import pandas as pd
 
 from medusa_roofline.analytic.hardware import load_ceilings, parse_entry
 from medusa_roofline.core.io import write_csv
-from medusa_roofline.decoding.tree import load_acceptance_table
+from medusa_roofline.decoding.tree import load_acceptance_table, tree_paths_for
 from medusa_roofline.entry import logged
 from medusa_roofline.models.source import model_dims
 from medusa_roofline.results.best_tree import best_tree_tables
@@ -13,16 +13,17 @@ with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821
     inp = snakemake.input  # noqa: F821
     out = snakemake.output  # noqa: F821
+    acceptance = load_acceptance_table(inp.acceptance)
     tables = best_tree_tables(
         snakemake.wildcards.model,  # noqa: F821
         model_dims(p.source),
-        load_acceptance_table(inp.acceptance),
+        acceptance,
         [parse_entry(e["key"], e) for e in p.hardware],
         p.dtype,
         p.batch,
         p.kv_len,
         p.max_candidates,
-        p.reference_candidates,
+        tree_paths_for(inp.reference_tree, acceptance),
         medusa_heads=p.medusa_heads,
         fused=p.attention == "fused",
         launch_floor_s=p.launch_floor_s,

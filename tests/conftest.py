@@ -60,7 +60,7 @@ def tiny_analytic_config():
         "microbench": {"models": []},
         "speedup": {"models": ["tiny"], "kv_len": [128, 256], "max_candidates": 16},
         "best_tree": {"models": ["tiny"], "hardware": ["a100-80gb-pcie"], "batch": [1, 2], "kv_len": [128],
-                      "max_candidates": 16, "reference_candidates": 16},
+                      "max_candidates": 16},
         "plot": {"formats": ["png", "svg"]},
     }
 

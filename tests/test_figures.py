@@ -11,6 +11,7 @@ from matplotlib.collections import PathCollection
 from medusa_roofline.analytic.hardware import Hardware
 from medusa_roofline.analytic.predict import Calibration, datasheet_calibration
 from medusa_roofline.analytic.table import analytic_table
+from medusa_roofline.decoding.tree import Tree
 from medusa_roofline.models.source import ModelDims
 from medusa_roofline.results import figures_analytic, render, roofline
 from medusa_roofline.results import figures_measured as figures
@@ -178,7 +179,7 @@ def test_best_tree_figure_draws_exactly_its_points():
     from medusa_roofline.results.best_tree import best_tree_table
 
     tables = [best_tree_table("tiny", TINY, np.array([[0.6, 0.2], [0.4, 0.1]]), datasheet_calibration(hw), "float16",
-                              [1, 2, 4], [128, 512], 7, 4, hw.key, hw.display_name)
+                              [1, 2, 4], [128, 512], 7, Tree("t", ((0,), (1,))), hw.key, hw.display_name)
               for hw in (A100, Hardware("a40", "A40", 6.96e11, 1.497e14, "datasheet"))]
     fig, points = figures_analytic.best_tree_figure(pd.concat(tables), "Tiny Llama")
     assert list(dict.fromkeys(points["panel"])) == ["A100 80GB PCIe", "A40"]  # one panel per GPU, in table order

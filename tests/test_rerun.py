@@ -48,7 +48,7 @@ def tiny_measured_config_module():
         "ceilings": {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128},
         "speedup": {"models": ["tiny"], "kv_len": [128], "max_candidates": 8},
         "best_tree": {"models": ["tiny"], "hardware": ["a100-80gb-pcie"], "batch": [1], "kv_len": [128],
-                      "max_candidates": 8, "reference_candidates": 8},
+                      "max_candidates": 8},
         "plot": {"formats": ["png"]},
     }
 

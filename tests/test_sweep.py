@@ -236,7 +236,7 @@ def test_sweep_oom_by_memory_cap():
     assert (oom["status"] == "oom").all() and oom["time_s_median"].isna().all()
     assert set(oom["op"]) == set(ok["op"])
     everything = run_sweep("tiny", "medusa-4", [1], [8], max_memory_bytes=1, **TINY)
-    assert (everything["status"] == "oom").all() and len(everything) == 14
+    assert (everything["status"] == "oom").all() and len(everything) == 18
 
 
 def sweep_flush():

@@ -113,7 +113,7 @@ class BestTree:
     batch: list[int]
     kv_len: list[int]
     max_candidates: int
-    reference_candidates: int
+    reference_tree: str  # a tree file, checked against the acceptance table
     acceptance_table: str
 
 
@@ -356,13 +356,14 @@ def resolve_best_tree(section: dict, table: dict, basedir: Path, default_accepta
             raise ConfigError(f"best_tree.hardware: 'all' stands alone (every entry of the hardware table), got {names}")
         names = list(table)
     models, path = analytic_section(dict(section, hardware=names), table, basedir, default_acceptance, "best_tree")
-    if section["reference_candidates"] > section["max_candidates"]:
-        raise ConfigError(f"best_tree.reference_candidates: {section['reference_candidates']} exceeds "
-                          f"best_tree.max_candidates {section['max_candidates']}; the reference tree must be searched too")
+    reference = str(config_path(section["reference_tree"], basedir, "best_tree.reference_tree"))
+    try:
+        tree.tree_paths_for(reference, tree.load_acceptance_table(path))
+    except ConfigError as err:
+        raise ConfigError(f"best_tree.reference_tree: {str(err).removeprefix('tree: ')}") from None
     return BestTree(models=models, hardware=list(dict.fromkeys(names)), dtype=section["dtype"],
                     attention=section["attention"], batch=grid(section["batch"]), kv_len=grid(section["kv_len"]),
-                    max_candidates=section["max_candidates"], reference_candidates=section["reference_candidates"],
-                    acceptance_table=path)
+                    max_candidates=section["max_candidates"], reference_tree=reference, acceptance_table=path)
 
 
 def resolve(config: dict, basedir: str | Path) -> Settings:

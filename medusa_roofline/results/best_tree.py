@@ -7,8 +7,10 @@ For every point the candidate count n in 1 .. ``max_candidates`` that maximises
 with T from the predictor (:func:`~medusa_roofline.results.speedup.step_times`: the one step definition,
 every op of the step at max(flops / peak, bytes / bandwidth, launches x floor)). n = 1 is plain
 autoregressive decoding (speedup 1 exactly: no heads, no tree), so a best n of 1 says that no tree pays
-on that point. Ties go to the smaller tree. Each row also gives the speedup of the reference tree size
-(Medusa's default tree has 64 nodes with the root) at the same point, and the tokens per step of both.
+on that point. Ties go to the smaller tree. Each row also gives the speedup of a reference tree at the
+same point (by default Medusa's own default tree, ``mc_sim_7b_63``: 64 nodes with the root; its step
+costs what any 64-node step costs, its tokens per step come from its own paths), and the tokens per
+step of both.
 
 Calibrations: ``datasheet`` for every GPU of the config (its hardware-table roofs and the documented
 launch floor), ``measured`` for the device at hand (its ceilings and measured launch floor), and
@@ -28,25 +30,28 @@ import pandas as pd
 from ..analytic.hardware import Hardware
 from ..analytic.predict import DATASHEET_LAUNCH_FLOOR_S, Calibration, datasheet_calibration, measured_calibration
 from ..core.dtypes import DTYPE_BYTES
+from ..decoding.tree import Tree, expected_accept_length
 from ..models.source import ModelDims
 from .speedup import expected_tokens, measured_speedup, step_times
 
 COLUMNS = [
     "model", "hardware", "display_name", "calibration", "device", "dtype", "attention", "medusa_heads", "batch",
     "kv_len", "best_candidates", "best_speedup", "best_expected_tokens", "best_step_time_s", "ar_step_time_s",
-    "reference_candidates", "reference_speedup", "reference_expected_tokens", "searched", "provenance",
+    "reference_tree", "reference_candidates", "reference_speedup", "reference_expected_tokens", "searched",
+    "provenance",
 ]
 KEYS = ["model", "hardware", "calibration", "kv_len"]
 """A table's rows with the same KEYS differ only in the batch."""
 
 
 def best_tree_table(model: str, dims: ModelDims, table, cal: Calibration, dtype: str, batches, kv_lens,
-                    max_candidates: int, reference: int, hardware: str, display_name: str, device: str = "",
+                    max_candidates: int, reference: Tree, hardware: str, display_name: str, device: str = "",
                     medusa_heads: str = "tree", fused: bool = False, provenance: str = "",
                     tokens: dict[int, float] | None = None) -> pd.DataFrame:
-    """One row per (batch, kv_len): the best tree size under ``cal`` and the reference size's speedup
+    """One row per (batch, kv_len): the best tree size under ``cal`` and the ``reference`` tree's speedup
     (``tokens``: expected tokens per tree size, when already computed for this acceptance table)."""
     table = np.asarray(table, dtype=np.float64)
+    ref_tokens = expected_accept_length(table, list(reference.paths))
     cands = np.arange(2, max_candidates + 1)
     tokens = expected_tokens(table, cands) if tokens is None else tokens
     expected = np.array([1.0] + [tokens[int(c)] for c in cands])  # index 0: n = 1, plain decoding
@@ -56,25 +61,27 @@ def best_tree_table(model: str, dims: ModelDims, table, cal: Calibration, dtype:
     for s in sorted(set(kv_lens)):
         for b in sorted(set(batches)):
             t_ar, t_md = step_times(dims, b, s, cands, e, cal, int(table.shape[0]), medusa_heads, fused=fused)
+            t_ref = float(step_times(dims, b, s, [reference.candidates], e, cal, int(table.shape[0]), medusa_heads,
+                                     fused=fused)[1][0])
             steps = np.concatenate([[t_ar], t_md])
             speedup = expected / (steps / t_ar)
             best = int(np.argmax(speedup))  # the first maximum: ties go to the smaller tree
-            ref = int(np.searchsorted(sizes, reference))
             rows.append({
                 "model": model, "hardware": hardware, "display_name": display_name, "calibration": cal.name,
                 "device": device, "dtype": dtype, "attention": "fused" if fused else "unfused",
                 "medusa_heads": medusa_heads, "batch": b, "kv_len": s, "best_candidates": int(sizes[best]),
                 "best_speedup": float(speedup[best]), "best_expected_tokens": float(expected[best]),
                 "best_step_time_s": float(steps[best]), "ar_step_time_s": float(t_ar),
-                "reference_candidates": reference, "reference_speedup": float(speedup[ref]),
-                "reference_expected_tokens": float(expected[ref]), "searched": f"1..{max_candidates}",
+                "reference_tree": reference.name, "reference_candidates": reference.candidates,
+                "reference_speedup": ref_tokens / (t_ref / t_ar), "reference_expected_tokens": ref_tokens,
+                "searched": f"1..{max_candidates}",
                 "provenance": provenance or cal.source,
             })
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def best_tree_tables(model: str, dims: ModelDims, table, hardware: list[Hardware], dtype: str, batches, kv_lens,
-                     max_candidates: int, reference: int, medusa_heads: str = "tree", fused: bool = False,
+                     max_candidates: int, reference: Tree, medusa_heads: str = "tree", fused: bool = False,
                      launch_floor_s: float = DATASHEET_LAUNCH_FLOOR_S, ceilings: dict | None = None,
                      measured_dtype: str | None = None, device: str = "", metrics: pd.DataFrame | None = None
                      ) -> dict[str, pd.DataFrame]:
@@ -100,7 +107,7 @@ def best_tree_tables(model: str, dims: ModelDims, table, hardware: list[Hardware
     return out
 
 
-def best_measured_tree(measured: pd.DataFrame, table, model_layers: int, reference: int, hardware: str,
+def best_measured_tree(measured: pd.DataFrame, table, model_layers: int, reference: Tree, hardware: str,
                        display_name: str, medusa_heads: str = "tree") -> pd.DataFrame:
     """The best of the swept tree sizes (and plain decoding) per (batch, kv_len), from measured step times
     (:func:`~.speedup.measured_speedup`, scaled to the model's depth)."""
@@ -113,16 +120,18 @@ def best_measured_tree(measured: pd.DataFrame, table, model_layers: int, referen
         tokens = np.concatenate([[1.0], grp["expected_tokens"].to_numpy(float)])
         steps = np.concatenate([[grp["step_time_ar_s"].iloc[0]], grp["step_time_medusa_s"].to_numpy(float)])
         best = int(np.argmax(speedup))
-        ref = grp[grp["candidates"] == reference]
+        ref = grp[grp["candidates"] == reference.candidates]  # a swept step of the reference's size
+        ref_tokens = expected_accept_length(table, list(reference.paths))
         rows.append({
             "model": model, "hardware": hardware, "display_name": display_name, "calibration": "measured steps",
             "device": device, "dtype": str(measured["dtype"].iloc[0]) if "dtype" in measured.columns else "",
             "attention": "unfused", "medusa_heads": medusa_heads, "batch": int(b), "kv_len": int(s),
             "best_candidates": int(sizes[best]), "best_speedup": float(speedup[best]),
             "best_expected_tokens": float(tokens[best]), "best_step_time_s": float(steps[best]),
-            "ar_step_time_s": float(steps[0]), "reference_candidates": reference,
-            "reference_speedup": float(ref["speedup"].iloc[0]) if len(ref) else np.nan,
-            "reference_expected_tokens": float(ref["expected_tokens"].iloc[0]) if len(ref) else np.nan,
+            "ar_step_time_s": float(steps[0]), "reference_tree": reference.name,
+            "reference_candidates": reference.candidates,
+            "reference_speedup": ref_tokens / float(ref["latency_ratio"].iloc[0]) if len(ref) else np.nan,
+            "reference_expected_tokens": ref_tokens,
             "searched": ",".join(str(int(c)) for c in sizes), "provenance": grp["provenance"].iloc[0],
         })
     return pd.DataFrame(rows, columns=COLUMNS)

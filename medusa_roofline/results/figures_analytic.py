@@ -108,9 +108,9 @@ def mlp_spec(table: pd.DataFrame, hw: Hardware, title: str, size=(6.0, 4.2), mar
 # ----------------------------------------------------------------------------------- best tree
 
 
-def best_tree_figure(table: pd.DataFrame, title: str, size=(6.0, 4.2), reference: int | None = None):
+def best_tree_figure(table: pd.DataFrame, title: str, size=(6.0, 4.2)):
     """Best tree size against batch, one line per kv_len, one panel per GPU (hardware x calibration) in
-    table order; the reference tree size dashed. Returns ``(fig, points)`` (the table's rows as drawn)."""
+    table order; the reference tree's size dashed. Returns ``(fig, points)`` (the table's rows as drawn)."""
     import matplotlib.pyplot as plt
 
     points = table.copy()
@@ -132,9 +132,9 @@ def best_tree_figure(table: pd.DataFrame, title: str, size=(6.0, 4.2), reference
             line = pts[pts["kv_len"] == s].sort_values("batch")
             if len(line):
                 ax.plot(line["batch"], line["best_candidates"], "-o", ms=3, lw=1.2, color=color[s], label=f"kv_len {s}")
-        ref = reference or (int(pts["reference_candidates"].iloc[0]) if len(pts) else None)
-        if ref:
-            ax.axhline(ref, color="0.4", lw=0.8, ls="--", label=f"{ref}-node tree", zorder=0)
+        if len(pts):
+            ref, name = int(pts["reference_candidates"].iloc[0]), pts["reference_tree"].iloc[0]
+            ax.axhline(ref, color="0.4", lw=0.8, ls="--", label=f"{name} ({ref} nodes)", zorder=0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_title(panel, fontsize="small")

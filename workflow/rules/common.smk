@@ -169,7 +169,7 @@ def archive_config_files():
     if SPEEDUP.models:
         files.append(SPEEDUP.acceptance_table)
     if BEST_TREE.models:
-        files.append(BEST_TREE.acceptance_table)
+        files += [BEST_TREE.acceptance_table, BEST_TREE.reference_tree]
     files += [config_files.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
@@ -247,6 +247,7 @@ def best_tree_inputs(wildcards):
             BEST_TREE.models[wildcards.model]
         ),
         "acceptance": BEST_TREE.acceptance_table,
+        "reference_tree": BEST_TREE.reference_tree,
     }
     if SETTINGS.measured_models:
         inputs["ceilings"] = f"results/ceilings/{DEVICE}.json"

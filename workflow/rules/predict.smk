@@ -62,7 +62,6 @@ rule best_tree:
         batch=BEST_TREE.batch,
         kv_len=BEST_TREE.kv_len,
         max_candidates=BEST_TREE.max_candidates,
-        reference_candidates=BEST_TREE.reference_candidates,
         medusa_heads=STEP.medusa_heads,
         launch_floor_s=PREDICT.launch_floor_s,
         measured_dtype=MEASURE.dtype,

@@ -17,14 +17,18 @@ import pandas as pd
 import pytest
 
 from medusa_roofline.analytic.hardware import load_table
+from medusa_roofline.analytic.predict import datasheet_calibration, measured_calibration
 from medusa_roofline.analytic.table import analytic_table
 from medusa_roofline.cli import main
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.core.io import write_csv, write_json
+from medusa_roofline.decoding.tree import load_acceptance_table, tree_paths_for
 from medusa_roofline.models.source import model_dims
 from medusa_roofline.repro import archive
 from medusa_roofline.results import render
+from medusa_roofline.results.best_tree import best_tree_table
 from medusa_roofline.results.metrics import compute_metrics
+from medusa_roofline.results.prediction import prediction_table
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE_TABLE = REPO / "config" / "hardware.yaml"
@@ -32,7 +36,7 @@ ACCEPTANCE = REPO / "config" / "acceptance" / "default.csv"
 TINY_CONFIG = REPO / "config" / "models" / "tiny" / "config.json"
 LAYER = ["q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj", "down_proj"]
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
-            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}}
+            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}, "launch_floor_s": 2e-6}
 PLOT = {"formats": ["svg"], "dpi": 50, "width": 4.0, "height": 3.0}
 pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")  # "Test CPU"
 
@@ -70,15 +74,21 @@ def figure_jobs() -> list[tuple[str, dict, dict, str]]:
         ("all_ops", table, analytic, f"{a}/all_ops"),
         ("mlp_spec", table, analytic, f"{a}/mlp_spec"),
         ("speedup", {"model_config": str(TINY_CONFIG), "acceptance": str(ACCEPTANCE)},
-         dict(analytic, model="tiny", speedup={"batch": 1, "kv_len": [128, 256], "max_candidates": 8}),
+         dict(analytic, model="tiny", speedup={"batch": 1, "kv_len": [128, 256], "max_candidates": 8},
+              medusa_heads="tree", launch_floor_s=3e-6),
          f"{a}/speedup"),
         ("qkpv_medusa_measured", measured, {"model_display": "Tiny Llama", "plot": PLOT},
          f"{m}/qkpv_medusa_measured"),
         ("measured_vs_analytic", measured, {"model_display": "Tiny Llama", "plot": PLOT},
          f"{m}/measured_vs_analytic"),
         ("speedup_measured", dict(measured, acceptance=str(ACCEPTANCE), model_config=str(TINY_CONFIG)),
-         {"model": "tiny", "model_display": "Tiny Llama", "batch": 1, "plot": PLOT}, f"{m}/speedup_measured"),
+         {"model": "tiny", "model_display": "Tiny Llama", "batch": 1, "medusa_heads": "tree", "plot": PLOT},
+         f"{m}/speedup_measured"),
         ("qkpv_backends", measured, {"model_display": "Tiny Llama", "plot": PLOT}, f"{m}/qkpv_backends"),
+        ("prediction", dict(measured, prediction="results/prediction/tiny/cpu.csv"),
+         {"model_display": "Tiny Llama", "plot": PLOT}, f"{m}/prediction"),
+        ("best_tree", {"best_tree": "results/best_tree/tiny.csv"}, {"model_display": "Tiny Llama", "plot": PLOT},
+         "results/figures/tiny/all-gpus/best_tree"),
     ]
 
 
@@ -91,8 +101,15 @@ def packed(tmp_path_factory):
         a100 = load_table(HARDWARE_TABLE)["a100-80gb-pcie"]
         write_csv(analytic_table("tiny", dims, a100, "float16", [16, 32], [1, 2], [128, 256]),
                   "results/analytic/tiny/a100-80gb-pcie.csv")
-        write_csv(compute_metrics(measured_rows(), {"tiny": dims}, CEILINGS, None), "results/metrics/tiny/cpu.csv")
+        metrics = compute_metrics(measured_rows(), {"tiny": dims}, CEILINGS, None)
+        write_csv(metrics, "results/metrics/tiny/cpu.csv")
         write_json(CEILINGS, "results/ceilings/cpu.json")
+        write_csv(prediction_table(metrics, dims, [measured_calibration(CEILINGS, "float32")], 4),
+                  "results/prediction/tiny/cpu.csv")
+        acceptance = load_acceptance_table(ACCEPTANCE)
+        write_csv(best_tree_table("tiny", dims, acceptance, datasheet_calibration(a100), "float16", [1, 2], [128], 16,
+                                  tree_paths_for(8, acceptance), a100.key, a100.display_name),
+                  "results/best_tree/tiny.csv")
         for kind, inputs, params, stem in figure_jobs():
             params = render.plain(params)
             fig, points = render.render(kind, inputs, params)
@@ -203,7 +220,8 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_conf
     assert run.returncode == 0, run.stderr[-3000:]
     assert not (work / "results/archive").exists()  # not part of `rule all`
     figures = sorted((work / "results/figures").rglob("*.svg"))
-    assert len(figures) == 6  # qkpv_medusa, all_ops, mlp_spec, speedup + 2 measured (no sweep: no speedup_measured)
+    # qkpv_medusa, all_ops, mlp_spec, speedup, best_tree + 3 measured (no sweep: no speedup_measured)
+    assert len(figures) == 8
     for fig in figures:
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
@@ -215,6 +233,8 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_conf
     for must in ("results/analytic/tiny/a100-80gb-pcie.csv", "results/ceilings/cpu.json",
                  "results/microbench/tiny/cpu.csv", "results/metrics/tiny/cpu.csv",
                  "results/figures/tiny/cpu/qkpv_medusa_measured.recipe.json",
+                 "results/prediction/tiny/cpu.csv", "results/best_tree/tiny.csv",
+                 "results/figures/tiny/all-gpus/best_tree.recipe.json", "repo/config/trees/mc_sim_7b_63.yaml",
                  "repo/config/hardware.yaml", "repo/config/acceptance/default.csv",
                  "repo/config/models/tiny/config.json", *archive.META):
         assert must in names, must
@@ -224,7 +244,7 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_conf
         status = main(["regenerate", "run.tar.gz", "--out", "out"])
     out, err = capsys.readouterr()
     assert status == 0, out + err
-    assert "6 of 6 points CSVs byte-identical" in out and "manifest intact" in out
+    assert "8 of 8 points CSVs byte-identical" in out and "manifest intact" in out
     for csv in (work / "results/figures").rglob("*.csv"):
         rel = csv.relative_to(work)
         assert (fresh / "out" / rel).read_bytes() == csv.read_bytes(), rel

@@ -20,7 +20,7 @@ def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_analytic_config
     html = (tmp_path / "report.html").read_text()
 
     figures = sorted(p for ext in ("png", "svg") for p in (tmp_path / "results/figures").rglob(f"*.{ext}"))
-    assert len(figures) == 2 * 6
+    assert len(figures) == 2 * 8  # + prediction (measured) and best_tree (every GPU)
     for fig in figures:
         assert str(fig.relative_to(tmp_path)) in html, fig
     # grouped by model (category) and hardware / device (subcategory)
@@ -30,4 +30,5 @@ def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_analytic_config
     assert "The Medusa paper's qk/pv roofline chart" in html
     assert "1935 GB/s" in html and "312 TFLOP/s" in html
     assert "Measured qk and pv of" in html and "Simulated Medusa speedup" in html
+    assert "The roofline predictor against every measured row" in html and "The best Medusa tree size of" in html
     assert "<strong>Tiny Llama, A100 80GB PCIe</strong> (analytic)" in html

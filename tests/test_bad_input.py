@@ -154,6 +154,17 @@ CASES = [
      ["measure.batch", "the sweep grid is empty"]),
     ("empty-grid-candidates", lambda t, m: {"measure": dict(MEASURE, candidates=[])}, True,
      ["measure.candidates", "the sweep grid is empty"]),
+    ("best-tree-unknown-gpu", lambda t, m: {"best_tree": {"hardware": ["a100-80gb-pcie", "tpu-v9"]}}, True,
+     ["best_tree.hardware[1]", "unknown hardware 'tpu-v9'"]),
+    ("best-tree-all-and-more", lambda t, m: {"best_tree": {"hardware": ["all", "a40"]}}, True,
+     ["best_tree.hardware", "'all' stands alone"]),
+    ("best-tree-missing-reference", lambda t, m: {"best_tree": {"reference_tree": str(t / "nope.yaml")}}, True,
+     ["best_tree.reference_tree", "does not exist"]),
+    ("best-tree-too-many-candidates", lambda t, m: {"best_tree": {
+        "max_candidates": 8, "reference_tree": write_file(t, "one.yaml", "[[0]]"),
+        "acceptance_table": write_file(t, "small.csv", "head,rank,accuracy\n0,0,0.5\n0,1,0.2\n")}}, True,
+     ["best_tree.max_candidates", "exceeds the largest tree", "(3 nodes)"]),
+    ("step-heads-unknown", lambda t, m: {"step": {"medusa_heads": "some"}}, True, ["medusa_heads", "tree"]),
 ]
 
 @pytest.mark.workflow

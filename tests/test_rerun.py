@@ -72,8 +72,10 @@ def test_plot_key_reruns_plots_only(finished):
     workdir, config = finished
     jobs = dry_run(workdir, dict(config, plot={"formats": ["png"], "dpi": 120}))
     assert jobs and set(jobs) - {"all"} <= PLOT_RULES
-    # qk/pv, all ops and MLP charts for two GPUs; two measured charts and the measured speedup
-    assert jobs.get("figure_analytic") == 6 and jobs.get("figure_measured") == 3
+    # qk/pv, all ops and MLP charts for two GPUs; two measured charts, the measured speedup, the prediction
+    # chart; the best-tree chart
+    assert jobs.get("figure_analytic") == 6 and jobs.get("figure_measured") == 4
+    assert jobs.get("figure_best_tree") == 1
 
 
 @pytest.mark.workflow
@@ -83,7 +85,7 @@ def test_new_candidate_count_adds_one_sweep_job(finished):
     jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32])))
     assert jobs["sweep"] == 1
     assert not set(jobs) & {"load_model", "microbench", "ceilings", "analytic_table", "figure_analytic"}
-    assert jobs["metrics"] == 1 and jobs["figure_measured"] == 3
+    assert jobs["metrics"] == 1 and jobs["figure_measured"] == 4 and jobs["prediction"] == 1
 
 
 @pytest.mark.workflow

@@ -118,20 +118,17 @@ def device_label(dev, device_name: str, table) -> str:
 
 def measure_overhead(dev, reps: int, warmup: int) -> list[dict]:
     """The harness's own floor: empty region, one-element kernel (and its CUDA-graph replay), flush on/off."""
-    import torch
-
-    from medusa_roofline.measure.timing import empty_region, time_callable
+    from medusa_roofline.measure.timing import empty_region, tiny_kernel_floor
 
     rows = []
     for flush in (True, False):
         e = empty_region(dev, reps=reps, warmup=warmup, flush_l2=flush)
         rows.append({"what": "empty timed region", "flush_l2": flush, "cuda_graph": False,
                      "median_us": e["median"] * 1e6, "p10_us": e["p10"] * 1e6, "p90_us": e["p90"] * 1e6})
-    x = torch.zeros(1, device=dev)
     graphs = (False, True) if dev.type == "cuda" else (False,)
     for flush in (True, False):
         for graph in graphs:
-            st = time_callable(lambda: x.add_(1), dev, warmup, reps, flush, cuda_graph=graph, op="tiny kernel")
+            st = tiny_kernel_floor(dev, reps, warmup, flush, cuda_graph=graph)
             rows.append({"what": "tiny kernel (x.add_(1), 1 element)", "flush_l2": flush, "cuda_graph": graph,
                          "median_us": st.median * 1e6, "p10_us": st.p10 * 1e6, "p90_us": st.p90 * 1e6})
     return rows

@@ -33,6 +33,12 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
   of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
   reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
+* **Launch and hook overhead, recorded.** At small sizes a per-op interval is mostly the host
+  running the hooks and enqueueing the kernel (tens of microseconds against a few of kernel). Each
+  row keeps it beside the time instead of hiding it: ``host_s_median`` (CUDA: host seconds between
+  the op's two marks) and ``launch_floor_s`` (per-op rows: a 1x1 ``nn.Linear`` through the same
+  hooks and timer, :func:`~.instrument.hooked_floor`; ``step``: a one-element kernel through
+  ``time_callable``), measured at every point after its timings.
 * **OOM.** ``torch.OutOfMemoryError`` (CUDA) or ``MemoryError`` at a point records every op of
   that point with status ``oom`` and NaN times. ``max_memory_bytes`` simulates a memory cap: a
   point whose :func:`estimate_working_set_bytes` exceeds it is recorded ``oom`` without running.
@@ -63,25 +69,28 @@ from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
-from .instrument import attention_implementation, linear_hooks, register_timed_attention
+from .instrument import attention_implementation, hooked_floor, linear_hooks, register_timed_attention
 from .op_timer import OpTimer, activate
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
-from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_cache, time_callable
+from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_mode, time_callable, tiny_kernel_floor
 
 
-def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scope: str) -> dict:
+def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scope: str,
+         floor: float = math.nan) -> dict:
     row = dict(base)
-    row.update(op=op, scope=scope, calls=calls, status=status)
+    row.update(op=op, scope=scope, calls=calls, status=status, launch_floor_s=floor)
     if stats is None:
-        row.update(time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan)
+        row.update(time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan, host_s_median=math.nan)
     else:
-        row.update(time_s_median=stats.median, time_s_p10=stats.p10, time_s_p90=stats.p90)
+        row.update(time_s_median=stats.median, time_s_p10=stats.p10, time_s_p90=stats.p90,
+                   host_s_median=math.nan if stats.host_median is None else stats.host_median)
     return row
 
 
-def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool = True) -> dict[str, Stats]:
-    """Time one point: the uninstrumented step, then the per-op pass. Returns {op: Stats}."""
+def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool | str = True) -> dict[str, Stats]:
+    """Time one point: the uninstrumented step, then the per-op pass, then the launch floors of both
+    paths. Returns {op: Stats} plus ``_calls`` and ``_floors`` ({"step": s, "op": s})."""
     model = step.model
     results: dict[str, Stats] = {}
     with torch.inference_mode():
@@ -90,18 +99,12 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
         timer = OpTimer(device)
         name = register_timed_attention()
         with attention_implementation(model, name), linear_hooks(model), activate(timer):
-            for _ in range(warmup):  # no rep open: start/stop are no-ops
-                step.step()
-                step.reset()
-            for _ in range(reps):
-                if flush_l2:
-                    flush_cache(device)
-                timer.begin_rep()
-                step.step()
-                timer.end_rep()
-                step.reset()
+            timer.run(step.step, reps, warmup, flush_l2, after=step.reset)  # warm-up: no rep open, nothing recorded
         results.update(timer.stats())
         results["_calls"] = timer.counts()
+    dtype = next(model.parameters()).dtype
+    results["_floors"] = {"step": tiny_kernel_floor(device, reps, warmup, flush_l2).median,
+                          "op": hooked_floor(device, dtype, reps, warmup, flush_l2).median}
     return results
 
 
@@ -132,7 +135,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
         num_heads = int(table.shape[0])
 
     flush_bytes = 0
-    if flush_l2:
+    if flush_mode(flush_l2):
         flush_bytes = CUDA_FLUSH_BYTES if dev.type == "cuda" else CPU_FLUSH_BYTES
     points = [(b, s) for b in batches for s in kv_lens]
     estimates = {
@@ -156,7 +159,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     key = {
         "what": "sweep", "model": checkpoint.model_fingerprint(model_source), "mode": m.name,
         "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
-        "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2,
+        "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_mode(flush_l2),
         "max_memory_bytes": max_memory_bytes, "threads": common["threads"],
         "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if m.phase == "medusa" else None,
         "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
@@ -210,11 +213,13 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
                 point_rows = [_row(base, op, None, "oom", n_layers if sc == "layer" else 1, sc) for op, sc in ops]
             else:
                 calls = result.pop("_calls")
+                floors = result.pop("_floors")
                 missing = [op for op, _ in ops if op not in result]
                 if missing:
                     raise RuntimeError(f"op {missing[0]!r} was never timed at batch={b} kv_len={s}; "
                                        "is the model Llama-like?")
-                point_rows = [_row(base, op, result[op], "ok", calls.get(op, 1), sc) for op, sc in ops]
+                point_rows = [_row(base, op, result[op], "ok", calls.get(op, 1), sc,
+                                   floors["step" if op == "step" else "op"]) for op, sc in ops]
                 free_memory(dev)
             validate_measured(pd.DataFrame(point_rows, columns=COLUMNS))  # a bad point is never saved
             if ckpt is not None:

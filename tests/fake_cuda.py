@@ -46,6 +46,8 @@ class _OnCpu(TorchFunctionMode):
     """Every ``device="cuda"`` (keyword or positional, str or torch.device) becomes the CPU."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.device:  # the device object itself stays "cuda"; tensors placed on it do not
+            return func(*args, **(kwargs or {}))
         kwargs = {k: ("cpu" if k == "device" and _is_cuda(v) else v) for k, v in (kwargs or {}).items()}
         args = tuple("cpu" if _is_cuda(a) else a for a in args)
         return func(*args, **kwargs)

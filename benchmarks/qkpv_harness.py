@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per op (default 50; quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up calls per op (default 5; quick 1)")
     ap.add_argument("--cuda-graph", action="store_true", help="time every op as CUDA-graph replays (CUDA only)")
+    ap.add_argument("--no-flex-compile", action="store_true", help="time flex uncompiled (the reference path; "
+                                                                      "a CPU dry run, never a measurement)")
     ap.add_argument("--ceilings", default=None, help="ceilings JSON to use (e.g. results/ceilings/cuda.json) "
                                                      "instead of measuring them here")
     ap.add_argument("--hardware-table", default=str(REPO / "config" / "hardware.yaml"))
@@ -323,7 +325,8 @@ def main(argv=None) -> int:
             frames.append(run_microbench(args.model, grid["modes"], grid["batch"], grid["kv_len"], dtype=args.dtype,
                                          device=dev, reps=grid["reps"], warmup=grid["warmup"],
                                          acceptance_table=args.acceptance, attention_backends=[backend],
-                                         cuda_graph=args.cuda_graph, progress=True))
+                                         cuda_graph=args.cuda_graph, progress=True,
+                                         flex_compile=False if args.no_flex_compile else None))
         except Exception as exc:  # noqa: BLE001 - reported in the summary, the other backends go on
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             failures[backend] = f"{type(exc).__name__}: {first}"[:500]

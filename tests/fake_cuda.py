@@ -205,8 +205,8 @@ def install(monkeypatch, **options) -> FakeCuda:
     return fake
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
+@pytest.fixture(name="fake_cuda")
+def fake_cuda_fixture(monkeypatch):
     """A fake CUDA device for one test. The flush buffer is small here (2 x a 3 MiB L2, above a 4 MiB
     floor) so the timers' flushes stay cheap and the L2-sized branch runs."""
     monkeypatch.setattr(timing, "CUDA_FLUSH_BYTES", 4 << 20)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from fake_cuda import fake_cuda  # noqa: F401 - the fixture
+from fake_cuda import fake_cuda_fixture  # noqa: F401 - the fake_cuda fixture
 
 from medusa_roofline.core import devices
 from medusa_roofline.core.errors import ConfigError
@@ -197,8 +197,9 @@ def test_flex_on_cuda_forces_labels_and_counts_its_compiles(fake_cuda, monkeypat
 
 
 @pytest.mark.parametrize("n, heads, kv_heads, kernel", [
-    (1, 52, 52, "TRITON_DECODE"), (112, 52, 52, "TRITON_DECODE"), (127, 32, 8, "TRITON_DECODE"),
+    (1, 52, 52, "TRITON_DECODE"), (112, 52, 52, "TRITON_DECODE"), (127, 52, 52, "TRITON_DECODE"),
     (128, 52, 52, "TRITON"), (16, 12, 4, "TRITON"),  # query too long; GQA ratio 3 is no power of two
+    (32, 32, 8, "TRITON_DECODE"), (33, 32, 8, "TRITON"),  # n*g = 128 fits one 128-row block, 132 does not
 ])
 def test_flex_triton_kernel_rule(n, heads, kv_heads, kernel):
     assert attention.flex_triton_kernel(n, heads, kv_heads) == kernel

@@ -286,14 +286,17 @@ class FlexState:
 
 
 def flex_triton_kernel(n: int, heads: int, kv_heads: int) -> str:
-    """The Triton kernel Inductor's flex lowering uses for a static-shape call (torch 2.13's rule):
-    ``TRITON_DECODE`` (flex_decoding, split over the keys) for a query shorter than
-    :data:`FLEX_DECODE_MAX_QUERY` with a power-of-two GQA ratio, else ``TRITON`` (flex_attention).
-    The block masks here have one head, which flex_decoding also needs."""
+    """The Triton kernel for a static-shape flex call: ``TRITON_DECODE`` (flex_decoding, split over the
+    keys) where Inductor's own rule takes it (torch 2.13: query shorter than
+    :data:`FLEX_DECODE_MAX_QUERY`, power-of-two GQA ratio g) *and* its query tile fits the block
+    mask's 128-row blocks (``next_pow2(n·g) <= 128``; past that flex_decoding has no valid config and
+    fails), else ``TRITON`` (flex_attention). The block masks here have one head, which
+    flex_decoding also needs."""
     ratio = heads // kv_heads if kv_heads else 0
-    if 0 < n < FLEX_DECODE_MAX_QUERY and ratio > 0 and ratio & (ratio - 1) == 0:
-        return "TRITON_DECODE"
-    return "TRITON"
+    if not (0 < n < FLEX_DECODE_MAX_QUERY and ratio > 0 and ratio & (ratio - 1) == 0):
+        return "TRITON"
+    tile = 1 << max(n * ratio - 1, 0).bit_length()
+    return "TRITON_DECODE" if tile <= FLEX_DECODE_MAX_QUERY else "TRITON"
 
 
 def compiled_graphs() -> int:

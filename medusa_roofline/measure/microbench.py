@@ -165,7 +165,8 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _rows(base: dict, backend: str, kernel: str, est: int, stats: dict | None, compiles: int | None = None) -> list[dict]:
+def _rows(base: dict, backend: str, kernel: str, est: int, stats: dict | None,
+          compiles: int | None = None) -> list[dict]:
     out = []
     for op in backend_ops(backend):
         row = dict(base, attention_backend=backend, kernel=kernel, est_bytes=est, op=op,

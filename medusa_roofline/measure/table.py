@@ -14,7 +14,8 @@ COLUMNS = [
     "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls",
     "candidates", "batch", "kv_len", "q_len", "keys", "layers", "heads", "kv_heads", "head_dim",
     "dtype", "attention_backend", "kernel", "compiles", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
-    "host_s_median", "launch_floor_s", "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit", "git_dirty", "hostname", "seed",
+    "host_s_median", "launch_floor_s", "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit",
+    "git_dirty", "hostname", "seed",
 ]
 """Columns of every measured table (sweep and micro-benchmark rows alike).
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from medusa_roofline.core import nvidia
 from medusa_roofline.repro import settings
 
 
@@ -17,8 +18,8 @@ def host(tmp_path, monkeypatch):
     dev.mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    monkeypatch.setattr(settings, "PROC_GPUS", proc)
-    monkeypatch.setattr(settings, "DEV_DIR", dev)
+    monkeypatch.setattr(nvidia, "PROC_GPUS", proc)
+    monkeypatch.setattr(nvidia, "DEV_DIR", dev)
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return {"proc": proc, "dev": dev, "bin": bin_dir}
@@ -32,22 +33,22 @@ def fake_smi(bin_dir, stdout: str, rc: int = 0):
 
 def test_nothing_there_is_no_gpu(host):
     assert not host["proc"].exists()  # the /proc path the old check needed is missing
-    assert settings.nvidia_gpu_visible() is False
+    assert nvidia.nvidia_gpu_visible() is False
     assert settings.torch_device({"device": "auto"}) == "cpu"
 
 
 def test_proc_driver_tree(host):
     (host["proc"] / "0000:17:00.0").mkdir(parents=True)
-    assert settings.nvidia_gpu_visible() is True
+    assert nvidia.nvidia_gpu_visible() is True
 
 
 def test_device_nodes_without_proc(host):
     """A container or sandboxed GPU host: /dev/nvidia0 exists, /proc/driver/nvidia does not."""
     for name in ("nvidiactl", "nvidia-uvm", "nvidia-modeset"):
         (host["dev"] / name).touch()
-    assert settings.nvidia_gpu_visible() is False  # control nodes alone are not a GPU
+    assert nvidia.nvidia_gpu_visible() is False  # control nodes alone are not a GPU
     (host["dev"] / "nvidia0").touch()
-    assert settings.nvidia_gpu_visible() is True
+    assert nvidia.nvidia_gpu_visible() is True
     assert settings.torch_device({"device": "auto"}) == "cuda"
 
 
@@ -58,7 +59,7 @@ def test_device_nodes_without_proc(host):
 ])
 def test_nvidia_smi_listing(host, stdout, rc, visible):
     fake_smi(host["bin"], stdout, rc)
-    assert settings.nvidia_gpu_visible() is visible
+    assert nvidia.nvidia_gpu_visible() is visible
 
 
 @pytest.mark.parametrize("value, hidden", [
@@ -66,16 +67,16 @@ def test_nvidia_smi_listing(host, stdout, rc, visible):
     ("", True), (" ", True), ("-1", True), ("-1,0", True), ("NoDevFiles", True),
 ])
 def test_cuda_visible_devices_semantics(value, hidden):
-    assert settings.cuda_visible_devices_hide_all(value) is hidden
+    assert nvidia.cuda_visible_devices_hide_all(value) is hidden
 
 
 def test_cuda_visible_devices_hides_an_installed_gpu(host, monkeypatch):
     (host["dev"] / "nvidia0").touch()
     fake_smi(host["bin"], "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)\n")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert settings.nvidia_gpu_visible() is False
+    assert nvidia.nvidia_gpu_visible() is False
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    assert settings.nvidia_gpu_visible() is True
+    assert nvidia.nvidia_gpu_visible() is True
 
 
 def test_empty_or_unreadable_proc_falls_through(host, monkeypatch):
@@ -83,6 +84,6 @@ def test_empty_or_unreadable_proc_falls_through(host, monkeypatch):
     os.chmod(host["proc"], 0)
     try:
         (host["dev"] / "nvidia3").touch()
-        assert settings.nvidia_gpu_visible() is True
+        assert nvidia.nvidia_gpu_visible() is True
     finally:
         os.chmod(host["proc"], 0o755)

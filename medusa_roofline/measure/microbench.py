@@ -22,7 +22,9 @@ listed): a backend that computes something else stops the run instead of being p
 Rows use the sweep's :data:`~medusa_roofline.measure.table.COLUMNS` with ``bench = "microbench"``,
 ``scope = "layer"``, ``calls = 1``, ``layers = 0`` (no decoder layer is instantiated),
 ``attention_backend`` and ``kernel`` (``eager``; the SDPA kernel that ran, e.g.
-``EFFICIENT_ATTENTION``; or how flex ran), so metrics treat both sources alike. ``kv_len + n`` is
+``EFFICIENT_ATTENTION``; or how flex ran), so metrics treat both sources alike. Every row also
+carries ``host_s_median`` (CUDA), ``launch_floor_s`` (a one-element kernel timed the same way,
+measured once per run) and, for compiled flex, ``compiles`` (graphs built while preparing the point). ``kv_len + n`` is
 not checked against the model's ``max_position_embeddings`` here (no positions are involved); the
 sweep does check it. An out-of-memory point (or backend at a point) is recorded with status ``oom``.
 """
@@ -30,6 +32,7 @@ sweep does check it. An out-of-memory point (or backend at a point) is recorded 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import pandas as pd
@@ -49,6 +52,8 @@ from .backends import backend_ops, parse_backends
 from .grid import parse_mode
 from .table import COLUMNS, validate_measured
 from .timing import flush_mode, time_callable, tiny_kernel_floor
+
+log = logging.getLogger(__name__)
 
 
 def attention_inputs(dims, batch: int, kv_len: int, q_len: int, dtype, device, buffers=None, generator=None):
@@ -160,6 +165,9 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
             if ckpt is not None:
                 ckpt.save((m.name, b, s), point_rows)
             rows += point_rows
+    if flex is not None and flex.compiled:
+        log.info("flex_attention: %d graph(s) compiled for %d point(s) (static shapes: one per new shape)",
+                 flex.compiles, len(points) - len(saved))
     if dev.type == "cuda":
         free_memory(dev)
     return pd.DataFrame(rows, columns=COLUMNS)

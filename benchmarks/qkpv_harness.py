@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per op (default 50; quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up calls per op (default 5; quick 1)")
     ap.add_argument("--cuda-graph", action="store_true", help="time every op as CUDA-graph replays (CUDA only)")
+    ap.add_argument("--no-flex-compile", action="store_true", help="time flex uncompiled (the reference path; "
+                                                                      "a CPU dry run, never a measurement)")
     ap.add_argument("--ceilings", default=None, help="ceilings JSON to use (e.g. results/ceilings/cuda.json) "
                                                      "instead of measuring them here")
     ap.add_argument("--hardware-table", default=str(REPO / "config" / "hardware.yaml"))
@@ -118,20 +120,17 @@ def device_label(dev, device_name: str, table) -> str:
 
 def measure_overhead(dev, reps: int, warmup: int) -> list[dict]:
     """The harness's own floor: empty region, one-element kernel (and its CUDA-graph replay), flush on/off."""
-    import torch
-
-    from medusa_roofline.measure.timing import empty_region, time_callable
+    from medusa_roofline.measure.timing import empty_region, tiny_kernel_floor
 
     rows = []
     for flush in (True, False):
         e = empty_region(dev, reps=reps, warmup=warmup, flush_l2=flush)
         rows.append({"what": "empty timed region", "flush_l2": flush, "cuda_graph": False,
                      "median_us": e["median"] * 1e6, "p10_us": e["p10"] * 1e6, "p90_us": e["p90"] * 1e6})
-    x = torch.zeros(1, device=dev)
     graphs = (False, True) if dev.type == "cuda" else (False,)
     for flush in (True, False):
         for graph in graphs:
-            st = time_callable(lambda: x.add_(1), dev, warmup, reps, flush, cuda_graph=graph, op="tiny kernel")
+            st = tiny_kernel_floor(dev, reps, warmup, flush, cuda_graph=graph)
             rows.append({"what": "tiny kernel (x.add_(1), 1 element)", "flush_l2": flush, "cuda_graph": graph,
                          "median_us": st.median * 1e6, "p10_us": st.p10 * 1e6, "p90_us": st.p90 * 1e6})
     return rows
@@ -326,7 +325,8 @@ def main(argv=None) -> int:
             frames.append(run_microbench(args.model, grid["modes"], grid["batch"], grid["kv_len"], dtype=args.dtype,
                                          device=dev, reps=grid["reps"], warmup=grid["warmup"],
                                          acceptance_table=args.acceptance, attention_backends=[backend],
-                                         cuda_graph=args.cuda_graph, progress=True))
+                                         cuda_graph=args.cuda_graph, progress=True,
+                                         flex_compile=False if args.no_flex_compile else None))
         except Exception as exc:  # noqa: BLE001 - reported in the summary, the other backends go on
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             failures[backend] = f"{type(exc).__name__}: {first}"[:500]

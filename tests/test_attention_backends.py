@@ -209,8 +209,13 @@ def test_compiled_flex_matches_eager():
     with torch.inference_mode(), attention.compile_settings():
         prepared = attention.prepare("flex", q, k, v, q.shape[-1] ** -0.5, ancestor=buffers.ancestor_mask,
                                      kv_len=past, flex=state)
-    assert prepared.kernel.startswith("flex_attention (torch.compile"), prepared.kernel
+    assert prepared.kernel == "flex_attention (torch.compile, static shapes, CPU template)", prepared.kernel
     torch.testing.assert_close(prepared.output, reference, **attention.tolerance(torch.float32))
+    assert prepared.compiles >= 1  # the preparation run compiled this shape ...
+    with torch.inference_mode(), attention.compile_settings():
+        again = attention.prepare("flex", q, k, v, q.shape[-1] ** -0.5, ancestor=buffers.ancestor_mask,
+                                  kv_len=past, flex=state)
+    assert again.compiles == 0 and state.compiles == prepared.compiles  # ... and the same shape reuses it
 
 
 @pytest.mark.gpu
@@ -220,7 +225,8 @@ def test_backends_on_cuda_llama33b_shapes():
                         progress=False, attention_backends=["eager", "sdpa", "flex"])  # outputs checked inside
     assert (df["status"] == "ok").all() and df["dtype"].iloc[0] == "float16"
     flex = df[df["attention_backend"] == "flex"]
-    assert flex["kernel"].str.startswith("flex_attention (torch.compile").all()
+    assert flex["kernel"].str.startswith("flex_attention (torch.compile, static shapes, Triton flex_decoding").all()
+    assert (flex["compiles"] >= 0).all() and flex["compiles"].sum() >= 1
     sdpa = df[(df["attention_backend"] == "sdpa") & (df["mode"] == "ar")]
     assert set(sdpa["kernel"]) <= set(attention.SDPA_PREFERENCE) - {"MATH"}
 

@@ -15,16 +15,25 @@
   pinned for the timed calls. FlashAttention takes no arbitrary mask, so Medusa points on CUDA
   usually run EFFICIENT_ATTENTION (or cuDNN); on the CPU FLASH_ATTENTION is PyTorch's fused CPU
   kernel. GQA uses the same grouped-query view as eager (not ``enable_gqa``, which only FLASH and
-  MATH support), with the mask repeated over the group once at preparation.
+  MATH support), with the mask repeated over the group once at preparation. The grouped output
+  ``[b, H_kv, g·n, d]`` comes back in whatever strides the kernel chose (EFFICIENT_ATTENTION on
+  CUDA: ``[b, g·n, H_kv, d]`` in memory), so it is reshaped, never viewed, into ``[b, n, H, d]``.
 * ``flex`` — :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask built from
   the Medusa tree by :meth:`FlexState.block_mask`: every cached key visible, tree key j visible to
   tree query i iff ``ancestor_mask[i, j]`` (indexed inside the ``mask_mod``). Compiled with
-  ``torch.compile(fullgraph=True)`` (dynamic shapes on CUDA; static shapes on the CPU, where torch
-  2.13's inductor CPU flex template fails to build with dynamic shapes). Uncompiled flex is a
-  reference implementation that materialises the scores (not a fused kernel): it is used only when
-  asked (``compile=False``) or, on the CPU only, when compilation fails — the ``kernel`` column then
-  says so. The ``mask_mod`` of one tree size is one function object reading ``kv_len`` from a
-  captured tensor, so new (batch, kv_len) points do not force a recompile per point.
+  ``torch.compile(fullgraph=True, dynamic=False)``: **static shapes, deliberately**. Inductor's
+  short-query kernel (``flex_decoding``: query length < 128, a power-of-two GQA ratio) needs a
+  static batch and head count; with dynamic shapes batch 1 and batch > 1 silently run different
+  Triton kernels under one label, and the CPU flex template does not build with dynamic shapes at
+  all. Static shapes compile once per (batch, n, kv_len) point — counted per point (``compiles``,
+  from Dynamo's graph counter) and kept outside every timed interval (the first call of a prepared
+  point compiles). On CUDA the Triton kernel is not left to Inductor's heuristic: it is chosen by
+  the same rule (:func:`flex_triton_kernel`) and forced with ``kernel_options={"BACKEND": ...}``,
+  so the ``kernel`` column names the kernel that ran, and a point where it cannot run fails loudly
+  instead of switching kernels. Uncompiled flex is a reference implementation that materialises the
+  scores (not a fused kernel): it is used only when asked (``compile=False``) or, on the CPU only,
+  when compilation fails — the ``kernel`` column then says so. The ``mask_mod`` of one tree size is
+  one function object reading ``kv_len`` from a captured tensor.
 
 The fused backends are timed as one op, ``attn`` (qk + softmax + pv in one kernel); the metrics
 count it with the fused bound (:func:`medusa_roofline.analytic.costmodel.attention_fused`: Q, K, V read once,
@@ -46,8 +55,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch._dynamo
+import torch._dynamo.utils
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import FlexKernelOptions, create_block_mask, flex_attention
 
 from ..analytic.costmodel import FUSED_ATTENTION_OP as FUSED_OP
 from ..core.devices import as_device, is_oom
@@ -58,6 +68,10 @@ log = logging.getLogger(__name__)
 
 SDPA_PREFERENCE = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 EAGER_KERNEL = "eager"
+FLEX_DECODE_MAX_QUERY = 128
+"""Inductor's flex_decoding kernel takes query lengths below this (torch 2.13 ``_use_flex_decoding``)."""
+FLEX_TRITON_KERNELS = {"TRITON_DECODE": "Triton flex_decoding kernel", "TRITON": "Triton flex_attention kernel"}
+FLEX_FORCES_BACKEND = "BACKEND" in getattr(FlexKernelOptions, "__annotations__", {})
 TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float16": dict(rtol=2e-3, atol=2e-3),
              "bfloat16": dict(rtol=1.6e-2, atol=1e-2)}
 """Output agreement of a fused backend with eager, by dtype (fused kernels sum in another order)."""
@@ -115,13 +129,15 @@ class PreparedAttention:
     """One point's attention, ready to time: ``calls[op]()`` runs op ``op`` on fixed inputs.
 
     Hold :meth:`context` while calling (SDPA: the pinned kernel). ``output`` is the attention output
-    ``[b, n, H, d]`` of the preparation run (the layout the model's o_proj reads)."""
+    ``[b, n, H, d]`` of the preparation run (the layout the model's o_proj reads). ``compiles``: graphs
+    ``torch.compile`` built while preparing this point (None: nothing is compiled for this backend)."""
 
     backend: str
     kernel: str
     calls: dict[str, Callable[[], object]]
     output: object
     note: str = ""
+    compiles: int | None = None
     _context: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext, repr=False)
 
     @property
@@ -154,6 +170,17 @@ def _visible_mask(mask):
     return mask if bool((mask < 0).any()) else None
 
 
+def grouped_output(out, b: int, heads: int, n: int, d: int):
+    """SDPA's output over the grouped-query view ``[b, H_kv, g·n, d]`` (any strides) as ``[b, n, H, d]``.
+
+    ``reshape``, not ``view``: EFFICIENT_ATTENTION returns it ``[b, g·n, H_kv, d]``-strided, which no
+    view can regroup into ``H = H_kv·g`` heads (the copy is the preparation run's, never timed)."""
+    if out.dim() != 4 or out.shape[0] != b or out.shape[3] != d or out.numel() != b * heads * n * d:
+        raise RuntimeError(f"SDPA output has shape {tuple(out.shape)}; expected {b * heads * n * d} elements "
+                           f"as [b={b}, H_kv, g*n, d={d}] for H={heads}, n={n}")
+    return out.reshape(b, heads, n, d).transpose(1, 2).contiguous()
+
+
 def prepare_sdpa(query, key, value, mask, scaling: float) -> PreparedAttention:
     """SDPA with the first kernel of :data:`SDPA_PREFERENCE` that runs these inputs, pinned."""
     b, heads, n, d = query.shape
@@ -182,12 +209,12 @@ def prepare_sdpa(query, key, value, mask, scaling: float) -> PreparedAttention:
                 warnings.simplefilter("ignore")  # "Flash attention kernel not used because ..." per miss
                 with sdpa_kernel([backend]):
                     out = run()
+            out = grouped_output(out, b, heads, n, d)
         except RuntimeError as exc:
             if is_oom(exc):
                 raise
             reasons[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             continue
-        out = out.view(b, heads, n, d).transpose(1, 2).contiguous()
         note = "; ".join(f"{k} unavailable" for k in reasons)
         return PreparedAttention("sdpa", name, {FUSED_OP: run}, out, note,
                                  _context=lambda backend=backend: sdpa_kernel([backend]))
@@ -208,7 +235,7 @@ class FlexState:
         self._trees: dict[bytes, tuple] = {}
         self._compiled = None
         self.fallback: str = ""  # why compiled flex is not used on this CPU run (set on failure)
-        self.dynamic = None if self.device.type == "cuda" else False
+        self.compiles = 0  # graphs compiled for this run's points so far
 
     def block_mask(self, ancestor, kv_len: int):
         """BlockMask ``[1, 1, n, kv_len + n]`` for the tree ``ancestor [n, n]`` (bool) on ``kv_len`` cached keys."""
@@ -233,15 +260,48 @@ class FlexState:
         if not self.compile or self.fallback:
             return flex_attention
         if self._compiled is None:
-            self._compiled = torch.compile(flex_attention, dynamic=self.dynamic, fullgraph=True)
+            self._compiled = torch.compile(flex_attention, dynamic=False, fullgraph=True)
         return self._compiled
 
-    def kernel_name(self) -> str:
-        if self.compile and not self.fallback:
-            shapes = "dynamic" if self.dynamic is None else "static"
-            return f"flex_attention (torch.compile, {shapes} shapes)"
+    @property
+    def compiled(self) -> bool:
+        return self.compile and not self.fallback
+
+    def kernel_options(self, n: int, heads: int, kv_heads: int) -> dict | None:
+        """CUDA + compiled: force the Triton kernel :func:`flex_triton_kernel` picks; else None."""
+        if self.device.type != "cuda" or not self.compiled or not FLEX_FORCES_BACKEND:
+            return None
+        return {"BACKEND": flex_triton_kernel(n, heads, kv_heads)}
+
+    def kernel_name(self, n: int = 1, heads: int = 1, kv_heads: int = 1) -> str:
+        """What ran: the compiled kernel and shape regime, or the uncompiled reference and why."""
+        if self.compiled:
+            if self.device.type != "cuda":
+                return "flex_attention (torch.compile, static shapes, CPU template)"
+            kernel = FLEX_TRITON_KERNELS[flex_triton_kernel(n, heads, kv_heads)]
+            how = "" if FLEX_FORCES_BACKEND else ", chosen by Inductor's heuristic: this torch cannot force it"
+            return f"flex_attention (torch.compile, static shapes, {kernel}{how})"
         why = f"compile failed: {self.fallback}" if self.fallback else "compile off"
         return f"flex_attention (not compiled, {why}: unfused reference, scores materialised)"
+
+
+def flex_triton_kernel(n: int, heads: int, kv_heads: int) -> str:
+    """The Triton kernel for a static-shape flex call: ``TRITON_DECODE`` (flex_decoding, split over the
+    keys) where Inductor's own rule takes it (torch 2.13: query shorter than
+    :data:`FLEX_DECODE_MAX_QUERY`, power-of-two GQA ratio g) *and* its query tile fits the block
+    mask's 128-row blocks (``next_pow2(n·g) <= 128``; past that flex_decoding has no valid config and
+    fails), else ``TRITON`` (flex_attention). The block masks here have one head, which
+    flex_decoding also needs."""
+    ratio = heads // kv_heads if kv_heads else 0
+    if not (0 < n < FLEX_DECODE_MAX_QUERY and ratio > 0 and ratio & (ratio - 1) == 0):
+        return "TRITON"
+    tile = 1 << max(n * ratio - 1, 0).bit_length()
+    return "TRITON_DECODE" if tile <= FLEX_DECODE_MAX_QUERY else "TRITON"
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process (each recompile for a new shape adds one)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 @contextlib.contextmanager
@@ -255,18 +315,24 @@ def compile_settings():
 
 
 def prepare_flex(query, key, value, ancestor, kv_len: int, scaling: float, state: FlexState) -> PreparedAttention:
-    """flex_attention with the tree block mask (``ancestor`` None: no mask, every key visible)."""
+    """flex_attention with the tree block mask (``ancestor`` None: no mask, every key visible).
+
+    The preparation run is the first call, so it compiles (static shapes: once per new shape);
+    the graphs it compiled are counted in ``compiles`` and the timed calls reuse them."""
     b, heads, n, d = query.shape
-    gqa = heads != key.shape[1]
+    kv_heads = key.shape[1]
+    gqa = heads != kv_heads
     block_mask = None if ancestor is None else state.block_mask(ancestor, kv_len)
 
-    def call(fn):
-        return lambda: fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=gqa)
+    def call(fn, options=None):
+        extra = {} if options is None else {"kernel_options": options}
+        return lambda: fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=gqa, **extra)
 
+    before = compiled_graphs()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         try:
-            run = call(state.function())
+            run = call(state.function(), state.kernel_options(n, heads, kv_heads))
             out = run()
         except Exception as exc:  # noqa: BLE001 - CPU: fall back to the reference path, with a note
             if is_oom(exc) or state.device.type == "cuda" or not state.compile or state.fallback:
@@ -277,10 +343,14 @@ def prepare_flex(query, key, value, ancestor, kv_len: int, scaling: float, state
                         state.device, state.fallback)
             run = call(state.function())
             out = run()
-    if not state.compile or state.fallback:
+    compiles = None
+    if state.compiled:
+        compiles = compiled_graphs() - before
+        state.compiles += compiles
+    else:
         run = _quiet_reference(run)  # the reference path warns on every call
-    return PreparedAttention("flex", state.kernel_name(), {FUSED_OP: run}, out.transpose(1, 2).contiguous(),
-                             state.fallback)
+    return PreparedAttention("flex", state.kernel_name(n, heads, kv_heads), {FUSED_OP: run},
+                             out.transpose(1, 2).contiguous(), state.fallback, compiles)
 
 
 def _quiet_reference(run):

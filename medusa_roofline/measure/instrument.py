@@ -6,13 +6,15 @@ repetition, so the same code runs untimed for warm-up and for the uninstrumented
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
 
 from ..analytic.costmodel import LAYER_LINEAR_OPS
 from .attention import eager_pv, eager_qk, eager_softmax
-from .op_timer import active_timer, maybe_op
+from .op_timer import OpTimer, activate, active_timer, maybe_op
+from .timing import Stats
 
 TIMED_ATTENTION = "roofline_timed"
 
@@ -103,3 +105,15 @@ def _post_hook(op):
         if timer is not None:
             timer.stop(op)
     return hook
+
+
+def hooked_floor(device, dtype, reps: int, warmup: int, flush_l2: bool | str = True) -> Stats:
+    """The smallest interval the instrumented pass records: a 1x1 ``nn.Linear`` timed through the same
+    forward hooks and :class:`OpTimer` as the model's Linear ops (hook calls, two marks, one kernel
+    launch). Per-op rows close to it are launch- or hook-bound, not bandwidth- or compute-bound."""
+    probe = nn.ModuleDict({"probe": nn.Linear(1, 1, bias=False, device=device, dtype=dtype)})
+    x = torch.zeros(1, 1, device=device, dtype=dtype)
+    timer = OpTimer(device)
+    with torch.inference_mode(), linear_hooks(probe, ops=("probe",)), activate(timer):
+        timer.run(lambda: probe["probe"](x), reps, warmup, flush_l2)
+    return timer.stats()["probe"]

@@ -22,6 +22,7 @@ from ..analytic import hardware as hw_mod
 from ..core.dtypes import auto_dtype
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
+from ..core.nvidia import nvidia_gpu_visible
 from ..core.paths import configured_path
 from ..decoding import tree
 from ..measure.backends import parse_backends
@@ -225,11 +226,6 @@ def grid(values) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- device
-
-
-def nvidia_gpu_visible() -> bool:
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def torch_device(measure: dict) -> str:

@@ -189,9 +189,8 @@ def paper_layer_on(figure, model, place):
     """Whether figure `figure` of (model, hardware or device) draws the paper layer (plot.paper_overlay)."""
     if PAPER_ROLE not in KINDS[figure].optional:
         return False
-    if KINDS[figure].rule == "analytic":
-        return PAPER.on_analytic(model, place)
-    return PAPER.on_measured(model)
+    analytic = KINDS[figure].rule == "analytic"
+    return PAPER.on_analytic(model, place) if analytic else PAPER.on_measured(model)
 
 
 def paper_input(wildcards):

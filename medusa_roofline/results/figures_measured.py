@@ -89,7 +89,7 @@ def note(ax, text: str) -> None:
     point can be."""
     line = sum(1 for t in ax.texts if t.get_gid() == "note")
     ax.text(0.02, 0.98 - 0.06 * line, text, transform=ax.transAxes, ha="left", va="top", fontsize=style.LEGEND_PT,
-            color="0.3", gid="note")
+            color="0.3", gid="note", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0})
 
 
 def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, title: str,

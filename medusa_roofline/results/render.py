@@ -274,9 +274,6 @@ def render(kind: str, inputs: dict[str, str], params: dict):
     missing = [role for role in spec.roles if role not in inputs]
     if missing:
         raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(spec.roles)})")
-    if spec.attention is not None and params.get("attention") != spec.attention:
-        raise ConfigError(f"figure {kind} is the analytic.attention {spec.attention!r} chart; its params say "
-                          f"{params.get('attention')!r}")
     return spec.draw(inputs, params)
 
 

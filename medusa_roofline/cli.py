@@ -125,15 +125,11 @@ def add_regenerate(p: argparse.ArgumentParser) -> None:
 def run_regenerate(args) -> int:
     """Redraw every figure of a run archive from its recipes alone (no model, no GPU) and compare."""
     import logging
-    import warnings
 
-    from .analytic.hardware import UnknownDeviceWarning
     from .repro.archive import regenerate
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownDeviceWarning)  # logged once per figure already
-        result = regenerate(args.archive, args.out, args.formats)
+    result = regenerate(args.archive, args.out, args.formats)
     for reason in result.rejected:
         print(f"rejected: {reason}", file=sys.stderr)
     for name in result.manifest_errors:

@@ -35,7 +35,6 @@ HARDWARE_TABLE = REPO / "config" / "hardware.yaml"
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
             "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}}
 PLOT = {"formats": ["svg"], "dpi": 50, "width": 4.0, "height": 3.0}
-pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")
 
 
 def _hf_eager(q, k, v, mask, scaling):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
 import pytest
 
 from medusa_roofline.analytic.hardware import (
-    UnknownDeviceWarning,
     detect_hardware,
     load_table,
     measured_hardware,
@@ -95,11 +95,16 @@ def test_detect_hardware_matches(table, name, key):
         assert detect_hardware(table, name).key == key
 
 
-def test_unknown_device_warns_how_to_add_an_entry(table):
-    with pytest.warns(UnknownDeviceWarning) as record:
+def test_unknown_device_is_described_once_as_information(table, caplog):
+    """A CPU (any device without a datasheet entry) is expected: one INFO line that says how to add an
+    entry, no warning (warnings on the default config would teach users to ignore warnings)."""
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="medusa_roofline"):
+        warnings.simplefilter("error")
         assert detect_hardware(table, "AMD EPYC 7B13") is None
-    message = str(record[0].message)
-    assert "AMD EPYC 7B13" in message and "config/hardware.yaml" in message and "match:" in message
+    records = [r for r in caplog.records if "AMD EPYC 7B13" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.INFO]
+    message = records[0].getMessage()
+    assert "config/hardware.yaml" in message and "match:" in message and "measured roofs only" in message
 
 
 @pytest.mark.gpu

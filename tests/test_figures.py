@@ -53,6 +53,14 @@ def scatter_data(ax) -> dict[str, np.ndarray]:
             if isinstance(c, PathCollection) and not c.get_label().startswith("_")}
 
 
+def test_all_ops_fused_says_so_in_its_series(table):
+    fused = analytic_table("tiny", TINY, A100, "float16", [16], [1, 2], [128, 256], attention="fused")
+    fig, points = figures_analytic.all_ops(fused, A100, "t", attention="fused")
+    assert {"qk/pv fused init", "qk/pv fused ar", "qkv mlp ar"} <= set(points["series"])
+    assert_scatter_matches(fig, points, "all_ops_fused")
+    plt.close(fig)
+
+
 def assert_scatter_matches(fig, points, kind):
     x, y = render.KINDS[kind].x, render.KINDS[kind].y
     drawn = scatter_data(fig.axes[0])
@@ -88,8 +96,8 @@ def test_all_ops(table, tmp_path):
 
 def test_mlp_spec(table):
     fig, points = figures_analytic.mlp_spec(table, A100, "t")
-    assert list(dict.fromkeys(points["series"])) == [
-        "up/gate/down ar", "up/gate/down spec: 16", "up/gate/down spec: 32"]
+    assert list(dict.fromkeys(points["series"])) == [  # named as on the qk/pv chart (the paper: "spec: 16")
+        "up/gate/down ar", "up/gate/down Medusa (# cand.: 16)", "up/gate/down Medusa (# cand.: 32)"]
     assert set(points["op"]) == {"gate_proj", "up_proj", "down_proj"}
     assert_common_columns(points, "analytic")
     assert_scatter_matches(fig, points, "mlp_spec")
@@ -137,6 +145,7 @@ def test_speedup_figure():
                            range(1, 8), hardware=A100.key)
     fig, points = figures.speedup_figure(pts.sample(frac=1, random_state=0), "Tiny Llama, A100", "analytic")
     drawn = line_data(fig.axes[0])
+    assert drawn.pop("no speedup (1.0)")[:, 1].tolist() == [1.0, 1.0]  # the 1.0 line, named in the legend
     assert set(drawn) == {"seq_len 128", "seq_len 512"}
     for name, xy in drawn.items():
         np.testing.assert_allclose(xy, points[points["series"] == name][["candidates", "speedup"]].to_numpy(float))
@@ -152,8 +161,8 @@ def test_speedup_figure_mixed_sources_dashes_the_analytic_lines():
     analytic["series"] += " (analytic, measured roofs)"
     measured = analytic.assign(source="measured", series="seq_len 64", speedup=[0.9, 1.1])
     fig, points = figures.speedup_figure(pd.concat([analytic, measured]), "t", "s")
-    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_marker()) for ln in fig.axes[0].lines
-              if not ln.get_label().startswith("_")}
-    assert styles == {"seq_len 64": ("-", "o"), "seq_len 64 (analytic, measured roofs)": ("--", "None")}
+    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_markevery()) for ln in fig.axes[0].lines
+              if not ln.get_label().startswith("_") and ln.get_label() != "no speedup (1.0)"}
+    assert styles == {"seq_len 64": ("-", 1), "seq_len 64 (analytic, measured roofs)": ("--", (0, 1))}
     assert list(points["source"]) == ["measured", "measured", "analytic", "analytic"]
     plt.close(fig)

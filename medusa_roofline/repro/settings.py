@@ -28,6 +28,7 @@ from ..decoding import tree
 from ..measure.backends import parse_backends
 from ..models.source import (PRESET_DIR, ModelDims, check_weight_files, checkpoint_files, model_dims, model_name,
                              resolve_source)
+from ..results.paper_table import PaperOverlay, load_paper_table
 
 MIB = 1 << 20
 
@@ -95,6 +96,7 @@ class Speedup:
     kv_len: list[int]
     max_candidates: int
     acceptance_table: str
+    measured_batch: int  # of the measured figure: `batch` when the sweep measures it, else its largest batch
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,14 @@ class Settings:
     ceilings: Ceilings
     speedup: Speedup
     plot: dict
+    paper_overlay: PaperOverlay
     display_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def measured_models(self) -> dict[str, str]:
         """Every model with measured rows: micro-benchmarked and/or swept."""
         return {**self.microbench.models, **self.measure.models}
+
 
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
@@ -358,7 +362,7 @@ def resolve_ceilings(section: dict, device: str) -> Ceilings:
                     matmul_n=section[f"{kind}_matmul_n"])
 
 
-def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str) -> Speedup:
+def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str, measured: list[int]) -> Speedup:
     for i, key in enumerate(section["hardware"]):
         hw_mod.get(table, key, f"speedup.hardware[{i}]")
     models = model_sources(section["models"], "speedup.models")
@@ -371,7 +375,17 @@ def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptanc
         raise ConfigError(f"speedup.max_candidates: {section['max_candidates']} exceeds the largest tree the "
                           f"acceptance table {path} ({key}) can build ({largest} nodes); lower it or use a larger table")
     return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
-                   kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path)
+                   kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path,
+                   measured_batch=section["batch"] if section["batch"] in measured or not measured else max(measured))
+
+
+def resolve_paper_overlay(section: dict, basedir: Path) -> PaperOverlay:
+    """The paper layer's switches and its read-off table, checked (only read when a switch is on)."""
+    if not (section["analytic"] or section["measured"]):
+        return PaperOverlay(None, "", "", False, False)
+    path = str(config_path(section["table"], basedir, key := "plot.paper_overlay.table"))
+    table = load_paper_table(path, f"{key} ({section['table']})")
+    return PaperOverlay(path, table.model, table.hardware, section["analytic"], section["measured"])
 
 
 def resolve(config: dict, basedir: str | Path) -> Settings:
@@ -393,7 +407,8 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
         measure=measure,
         microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance),
         ceilings=resolve_ceilings(config["ceilings"], measure.device),
-        speedup=resolve_speedup(config["speedup"], table, basedir, acceptance),
-        plot=dict(config["plot"]),
+        speedup=resolve_speedup(config["speedup"], table, basedir, acceptance, measure.batch),
+        plot={k: v for k, v in config["plot"].items() if k != "paper_overlay"},
+        paper_overlay=resolve_paper_overlay(config["plot"]["paper_overlay"], basedir),
         display_names=display_names(config),
     )

@@ -14,7 +14,6 @@ Series naming, colours and axes follow :mod:`.roofline` and :mod:`.style`.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -25,6 +24,7 @@ from ..analytic.hardware import Hardware, measured_roofs
 from ..measure.backends import BACKENDS
 from . import roofline, style
 from .metrics import provenance_label
+from .paper_table import PaperTable
 from .roofline import POINT_COLUMNS, data_limits, draw_measured_roofs, new_axes, scatter_series
 
 MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "sanity"]
@@ -62,37 +62,52 @@ def qkpv_measured_points(metrics: pd.DataFrame, hardware: str = "") -> pd.DataFr
     return measured_point_frame(sel, hardware)
 
 
-def measured_roofline_axes(points: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, size):
-    """Log-log axes fitted to the points and both roofs: datasheet dashed (when known), measured dotted."""
+def measured_roofline_axes(points: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, size,
+                           extra_x=(), extra_y=()):
+    """Log-log axes fitted to the points and both roofs: datasheet dashed (when known), measured dotted.
+    A device without a datasheet entry is said so on the chart (once, top left)."""
     dtype = points["dtype"].iloc[0] if len(points) else None
     peak, bandwidth = measured_roofs(ceilings, dtype)
     peaks, ridges = [peak], [peak / bandwidth]
     if datasheet is not None:
         peaks.append(datasheet.peak_flops)
         ridges.append(datasheet.ridge)
-    xlim, ylim = data_limits(points["oi"], points["flops_per_s"], peaks, ridges)
+    xlim, ylim = data_limits(list(points["oi"]) + list(extra_x), list(points["flops_per_s"]) + list(extra_y),
+                             peaks, ridges)
     fig, ax = new_axes(size)
     style.log_axes(ax, xlim, ylim)
     if datasheet is not None:
         roofline.draw_roofs(ax, datasheet, xlim, linestyle="--")
+    else:
+        note(ax, f"{ceilings.get('device_name') or 'this device'}: no datasheet entry, measured roofs only")
     draw_measured_roofs(ax, peak, bandwidth, xlim)
     return fig, ax
 
 
+def note(ax, text: str) -> None:
+    """A short grey note in the top-left corner (below any earlier note): above the roofs, where no
+    point can be."""
+    line = sum(1 for t in ax.texts if t.get_gid() == "note")
+    ax.text(0.02, 0.98 - 0.06 * line, text, transform=ax.transAxes, ha="left", va="top", fontsize=style.LEGEND_PT,
+            color="0.3", gid="note", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0})
+
+
 def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, title: str,
-                         size=(6.0, 4.2), marker_size: float = 18):
-    """Measured qk/pv on the local device with the datasheet roof (dashed, when known) and the
-    measured roof (dotted, ridge marked); returns ``(fig, points)``."""
+                         size=(6.0, 4.2), marker_size: float = 22, paper: PaperTable | None = None):
+    """Measured qk/pv on the local device with the datasheet roof (dashed, when known), the measured roof
+    (dotted, ridge marked) and, with ``paper``, the published chart's read-off boxes; returns ``(fig, points)``."""
     points = qkpv_measured_points(metrics, datasheet.key if datasheet is not None else "")
-    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size)
+    boxes = roofline.paper_box_points(paper)
+    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size, *roofline.box_extent(boxes))
+    styles = roofline.candidate_styles(points, marker_size)
     if len(points):
-        scatter_series(ax, points, roofline.series_colors(points), roofline.series_order(points),
-                        marker_size=marker_size)
+        scatter_series(ax, points, styles, roofline.series_order(points))
     else:
         ax.text(0.5, 0.5, "no measured qk/pv rows", transform=ax.transAxes, ha="center")
+    roofline.draw_paper_boxes(ax, boxes, points, styles)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="xx-small")
-    return fig, points
+    roofline.place_legend(ax)
+    return fig, roofline.with_boxes(points, boxes)
 
 
 BACKEND_EXTRA = ["attention_backend", "kernel"]
@@ -150,8 +165,8 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
         first = pts.iloc[0]
         color = style.AR_COLOR if first["phase"] != "medusa" else cand_color[first["candidates"]]
         ax.scatter(pts["oi"], pts["flops_per_s"], s=marker_size, color=color, label=name,
-                   marker=backend_marker(first["attention_backend"]), edgecolor="white", linewidth=0.3,
-                   zorder=3 if first["attention_backend"] == "eager" else 4)
+                   marker=backend_marker(first["attention_backend"]), edgecolor=style.edge_color(color), linewidth=0.5,
+                   zorder=3 if first["attention_backend"] == "eager" else 4, gid=roofline.DATA_GID)
     handles = [ln for ln in ax.lines if not ln.get_label().startswith("_")]  # the roofs
     labels = [h.get_label() for h in handles]
     for be in dict.fromkeys(points["attention_backend"]):
@@ -166,10 +181,9 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
     if not len(points):
         ax.text(0.5, 0.5, "no measured qk/pv or attn rows", transform=ax.transAxes, ha="center")
     elif set(points["attention_backend"]) == {"eager"}:
-        ax.text(0.02, 0.98, "no fused backend measured (microbench.attention_backends)", transform=ax.transAxes,
-                ha="left", va="top", fontsize="x-small", color="0.3")
+        note(ax, "no fused backend measured (microbench.attention_backends)")
     ax.set_title(title)
-    ax.legend(handles, labels, loc="lower right", fontsize="xx-small", ncol=2)
+    roofline.place_legend(ax, handles, labels, ncol=2)
     return fig, points
 
 
@@ -206,7 +220,15 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
     op_index = {op: i for i, op in enumerate(ORDERED_OPS)}
     colors = {name: palette[op_index.get(name.removesuffix(" (microbench)"), len(ORDERED_OPS)) % len(palette)]
               for name in names}
-    markers = {name: ("s" if name.endswith("(microbench)") else ("*" if name == "step" else "o")) for name in names}
+    shapes = (style.AR_MARKER,) + style.CANDIDATE_MARKERS
+    op_of = {name: name.removesuffix(" (microbench)") for name in names}
+    styles = {name: roofline.SeriesStyle(colors[name], "*" if name == "step" else
+                                         shapes[op_index.get(op_of[name], len(ORDERED_OPS)) % len(shapes)],
+                                         marker_size * (2 if name == "step" or name != op_of[name] else 1),
+                                         filled=name == "step", zorder=3.2 if name == "step" else 3)
+              for name in names}
+    # One colour and shape per op, open markers (micro-benchmark rows: the op's marker, larger): ops that
+    # are compute-bound share one x (the peak), and every outline stays visible where they meet.
     lo_hi = pd.concat([points["bound_flops_per_s"], points["flops_per_s"]])
     lim, _ = data_limits(lo_hi, lo_hi)
     fig, ax = new_axes(size)
@@ -214,47 +236,53 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
     line = np.array(lim)
     ax.plot(line, line, "-", color="0.3", lw=1.0, label="bound (measured = analytic)", zorder=1)
     ax.plot(line, line * 0.1, ":", color="0.5", lw=0.8, label="10 % of bound", zorder=1)
-    scatter_series(ax, points, colors, names, x="bound_flops_per_s", y="flops_per_s",
-                    marker_size=marker_size, markers=markers)
+    scatter_series(ax, points, styles, sorted(names, key=lambda n: styles[n].zorder), x="bound_flops_per_s",
+                   y="flops_per_s")
     which = "measured ceilings" if roof == "measured" else "datasheet"
     ax.set_xlabel(f"Analytic bound (FLOP/s): cost model x {which}")
     ax.set_ylabel("Measured (FLOP/s)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="xx-small", ncol=2)
+    roofline.place_legend(ax, ncol=2)
     return fig, points
 
 
 # ----------------------------------------------------------------------------------- speedup
 
 
-def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2)):
-    """Speedup vs candidates, one line per ``series`` (seq_len), coloured by kv_len.
+def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2), markers_per_line: int = 8):
+    """Speedup vs candidates, one line per ``series`` (seq_len): colour and marker shape by kv_len.
 
-    Measured series get markers; when a table mixes sources, analytic lines are dashed.
+    Long lines carry ``markers_per_line`` markers, staggered between lines so that they never sit on
+    each other; measured series carry one at every point. When a table mixes sources, analytic lines
+    are dashed. The 1.0 line (no speedup) is drawn dark and named in the legend.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
     points = (points.assign(_r=src_rank).sort_values(["_r", "kv_len", "series", "candidates"], kind="stable")
               .drop(columns="_r").reset_index(drop=True))
-    style.apply_theme()
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = new_axes(size)
     kv = sorted(points["kv_len"].unique())
     palette = style.sequential_palette(max(len(kv), 1))
-    color = {s: palette[i] for i, s in enumerate(kv)}
+    rank = {s: i for i, s in enumerate(kv)}
     mixed = points["source"].nunique() > 1
+    ax.axhline(1.0, color="0.15", lw=1.1, ls="-.", zorder=1.5, label="no speedup (1.0)")
     for name in dict.fromkeys(points["series"]):
         pts = points[points["series"] == name]
         measured = pts["source"].iloc[0] == "measured"
+        i = rank[pts["kv_len"].iloc[0]]
+        step = max(1, len(pts) // markers_per_line)
         ax.plot(pts["candidates"], pts["speedup"], "-" if measured or not mixed else "--",
-                marker="o" if measured else None, ms=3.5, lw=1.4 if measured or not mixed else 1.0,
-                color=color[pts["kv_len"].iloc[0]], label=name)
-    ax.axhline(1.0, color="0.4", lw=0.8, ls=":", zorder=0)
+                marker=style.candidate_marker(i), ms=4 if measured else 3.5, markevery=1 if measured else
+                ((i * max(1, step // len(kv))) % step, step), lw=1.4 if measured or not mixed else 1.0,
+                color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=name,
+                zorder=3,
+                gid=roofline.DATA_GID)
     ax.set_xlabel("# candidate tokens (root included)")
     ax.set_ylabel("Speedup over autoregressive decoding")
     if len(points):
         ax.set_xlim(0, max(points["candidates"].max(), 1) * 1.03)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([1.0] + list(points["speedup"].dropna())) * 1.12)
     fig.suptitle(title, fontweight="bold", fontsize="medium")
-    ax.set_title(subtitle, fontsize="x-small")
-    ax.legend(loc="best", fontsize="x-small")
+    ax.set_title(subtitle, fontsize=style.LEGEND_PT)
+    roofline.place_legend(ax)
     return fig, points

@@ -6,7 +6,8 @@ archive goes through exactly the code that drew it in the workflow.
 
 * ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
   kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
-  ``model_config`` (a model's ``config.json``: the shapes, never weights).
+  ``model_config`` (a model's ``config.json``: the shapes, never weights), and the optional ``paper``
+  (the published chart's read-off table: the qk/pv charts draw its boxes when it is given).
 * ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
   ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
@@ -39,6 +40,7 @@ from ..core.io import write_json
 from ..core.paths import contained
 from ..decoding.tree import load_acceptance_table
 from ..models.source import dims_from_config
+from .paper_table import load_paper_table
 from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
 
 log = logging.getLogger("medusa_roofline.render")
@@ -87,6 +89,11 @@ def _datasheet_and_title(inputs: dict, params: dict, ceilings: dict):
     return datasheet, f"{params['model_display']}, {where} (measured)"
 
 
+def _paper(inputs: dict):
+    """The published chart's read-off table when the figure draws the paper layer, else None."""
+    return load_paper_table(inputs["paper"]) if "paper" in inputs else None
+
+
 # ------------------------------------------------------------------------------------ renderers
 
 
@@ -96,17 +103,20 @@ def _qkpv_medusa(inputs: dict, params: dict):
     hw = _hardware(params)
     table = pd.read_csv(inputs["table"])
     points = roofline.qkpv_points(table, params["attention"], provenance=analytic_provenance())
-    return roofline.roofline_figure(points, hw, params["title"], size=_size(params)), points
+    return roofline.roofline_figure(points, hw, params["title"], size=_size(params), paper=_paper(inputs))
 
 
-def _analytic_table_figure(draw_name: str):
-    def draw(inputs: dict, params: dict):
-        from . import figures_analytic
+def _all_ops(inputs: dict, params: dict):
+    from . import figures_analytic
 
-        table = pd.read_csv(inputs["table"])
-        return getattr(figures_analytic, draw_name)(table, _hardware(params), params["title"], _size(params))
+    table = pd.read_csv(inputs["table"])
+    return figures_analytic.all_ops(table, _hardware(params), params["title"], _size(params), params["attention"])
 
-    return draw
+
+def _mlp_spec(inputs: dict, params: dict):
+    from . import figures_analytic
+
+    return figures_analytic.mlp_spec(pd.read_csv(inputs["table"]), _hardware(params), params["title"], _size(params))
 
 
 def _speedup(inputs: dict, params: dict):
@@ -142,7 +152,8 @@ def _qkpv_medusa_measured(inputs: dict, params: dict):
     metrics = pd.read_csv(inputs["metrics"])
     ceilings = load_ceilings(inputs["ceilings"])
     datasheet, title = _datasheet_and_title(inputs, params, ceilings)
-    return figures_measured.qkpv_medusa_measured(metrics, ceilings, datasheet, title, _size(params))
+    return figures_measured.qkpv_medusa_measured(metrics, ceilings, datasheet, title, _size(params),
+                                                 paper=_paper(inputs))
 
 
 def _qkpv_backends(inputs: dict, params: dict):
@@ -209,9 +220,10 @@ def _speedup_measured(inputs: dict, params: dict):
 
 @dataclass(frozen=True)
 class FigureKind:
-    """A figure kind: the workflow rule that draws it (which inputs it gets), where its targets are (the
-    (model, hardware/device) pairs of ``targets``: analytic, speedup, measured, swept or fused), the input
-    roles and extra params it reads, the point columns its markers sit at, and its renderer."""
+    """A figure kind: the rule that draws it, where its targets are (``targets``: analytic, speedup, measured,
+    swept or fused pairs), the input roles it needs and may take (``optional``), extra params, its markers'
+    point columns, its renderer, and the ``analytic.attention`` it is for (None: either; a kind that depends
+    on it has one name per value, so a fused chart never overwrites an unfused one)."""
 
     rule: str
     targets: str
@@ -220,17 +232,31 @@ class FigureKind:
     y: str
     draw: Callable
     params: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    attention: str | None = None
 
 
 MEASURED_ROLES = ("metrics", "ceilings", "hardware_table")
+SPEEDUP_ROLES = ("model_config", "acceptance")
+PAPER_ROLE = "paper"
+
+
+def _analytic(draw: Callable, attention: str | None = None, optional: tuple[str, ...] = ()) -> FigureKind:
+    return FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", draw, optional=optional,
+                      attention=attention)
+
+
 KINDS: dict[str, FigureKind] = {
-    "qkpv_medusa": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _qkpv_medusa),
-    "all_ops": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _analytic_table_figure("all_ops")),
-    "mlp_spec": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s",
-                           _analytic_table_figure("mlp_spec")),
-    "speedup": FigureKind("speedup", "speedup", ("model_config", "acceptance"), "candidates", "speedup", _speedup),
+    "qkpv_medusa": _analytic(_qkpv_medusa, "unfused", (PAPER_ROLE,)),
+    "qkpv_medusa_fused": _analytic(_qkpv_medusa, "fused", (PAPER_ROLE,)),
+    "all_ops": _analytic(_all_ops, "unfused"),
+    "all_ops_fused": _analytic(_all_ops, "fused"),
+    "mlp_spec": _analytic(_mlp_spec),  # linears only: the same under either attention
+    "speedup": FigureKind("speedup", "speedup", SPEEDUP_ROLES, "candidates", "speedup", _speedup, attention="unfused"),
+    "speedup_fused": FigureKind("speedup", "speedup", SPEEDUP_ROLES, "candidates", "speedup", _speedup,
+                                attention="fused"),
     "qkpv_medusa_measured": FigureKind("measured", "measured", MEASURED_ROLES, "oi", "flops_per_s",
-                                       _qkpv_medusa_measured),
+                                       _qkpv_medusa_measured, optional=(PAPER_ROLE,)),
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
                                        _measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
@@ -244,11 +270,11 @@ def render(kind: str, inputs: dict[str, str], params: dict):
     """Draw one figure of ``kind`` from its input files and params; returns ``(fig, points)``."""
     if kind not in KINDS:
         raise ConfigError(f"figure kind {kind!r} is unknown; known kinds: {', '.join(KINDS)}")
-    roles = KINDS[kind].roles
-    missing = [role for role in roles if role not in inputs]
+    spec = KINDS[kind]
+    missing = [role for role in spec.roles if role not in inputs]
     if missing:
-        raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(roles)})")
-    return KINDS[kind].draw(inputs, params)
+        raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(spec.roles)})")
+    return spec.draw(inputs, params)
 
 
 # ------------------------------------------------------------------------------------- recipes
@@ -292,8 +318,9 @@ def write_figure(fig, points: pd.DataFrame, stem: str | Path, params: dict) -> l
 
 def figure_inputs(kind: str, named) -> dict[str, str]:
     """A job's named inputs that are figure inputs of ``kind`` (not e.g. the ``code`` modules)."""
+    roles = KINDS[kind].roles + KINDS[kind].optional if kind in KINDS else ()
     return {role: str(path) for role, path in dict(named.items()).items()
-            if kind in KINDS and role in KINDS[kind].roles and isinstance(path, (str, os.PathLike))}
+            if role in roles and isinstance(path, (str, os.PathLike))}
 
 
 def save(fig, points: pd.DataFrame, kind: str, inputs: dict[str, str], params: dict, points_path: str | Path,

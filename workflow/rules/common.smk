@@ -18,7 +18,7 @@ from medusa_roofline.models.source import (
     model_dims,
 )
 from medusa_roofline.repro import settings
-from medusa_roofline.results.render import KINDS
+from medusa_roofline.results.render import KINDS, PAPER_ROLE
 
 # ---- the config, checked and resolved once ----------------------------------------------------
 
@@ -32,6 +32,7 @@ MEASURE = SETTINGS.measure
 MICROBENCH = SETTINGS.microbench
 SPEEDUP = SETTINGS.speedup
 HARDWARE = SETTINGS.hardware
+PAPER = SETTINGS.paper_overlay
 DEVICE = MEASURE.device_label
 FIGURE_FILES = SETTINGS.plot["formats"] + ["csv", "recipe.json"]
 FUSED_BACKEND_LISTED = not set(MICROBENCH.attention_backends) <= {"eager"}
@@ -65,14 +66,35 @@ def analytic_tables():
     )
 
 
+def drawn_kinds():
+    """The figure kinds this config draws: those of analytic.attention (unfused and fused charts have
+    their own names), every kind that does not depend on it."""
+    return [
+        name
+        for rule in dict.fromkeys(k.rule for k in KINDS.values())
+        for name in figure_kinds(rule)
+    ]
+
+
 def figure_files():
-    """Every figure of every kind, with its points CSV and recipe."""
+    """Every figure of every kind drawn, with its points CSV and recipe."""
     return [
         f"results/figures/{model}/{place}/{name}.{ext}"
-        for name, kind in KINDS.items()
-        for model, place in FIGURE_TARGETS[kind.targets]
+        for name in drawn_kinds()
+        for model, place in FIGURE_TARGETS[KINDS[name].targets]
         for ext in FIGURE_FILES
     ]
+
+
+def paper_drawn():
+    """Whether any figure of this config draws the paper layer (its table is then archived)."""
+    targets = [
+        (name, model, place)
+        for name in drawn_kinds()
+        if PAPER_ROLE in KINDS[name].optional
+        for model, place in FIGURE_TARGETS[KINDS[name].targets]
+    ]
+    return any(paper_layer_on(name, model, place) for name, model, place in targets)
 
 
 def measured_tables():
@@ -123,6 +145,8 @@ def archive_config_files():
     files = [SETTINGS.hardware_table, MEASURE.acceptance_table]
     if SPEEDUP.models:
         files.append(SPEEDUP.acceptance_table)
+    if paper_drawn():
+        files.append(PAPER.table)
     files += [settings.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
@@ -153,8 +177,28 @@ def script_code(script):
 
 
 def figure_kinds(rule):
-    """The figure kinds a rule draws (its `figure` wildcard's values)."""
-    return [name for name, kind in KINDS.items() if kind.rule == rule]
+    """The figure kinds a rule draws (its `figure` wildcard's values) under analytic.attention."""
+    return [
+        name
+        for name, kind in KINDS.items()
+        if kind.rule == rule and kind.attention in (None, ANALYTIC.attention)
+    ]
+
+
+def paper_layer_on(figure, model, place):
+    """Whether figure `figure` of (model, hardware or device) draws the paper layer (plot.paper_overlay)."""
+    if PAPER_ROLE not in KINDS[figure].optional:
+        return False
+    analytic = KINDS[figure].rule == "analytic"
+    return PAPER.on_analytic(model, place) if analytic else PAPER.on_measured(model)
+
+
+def paper_input(wildcards):
+    """The paper layer's read-off table as the `paper` input, where this figure draws it."""
+    place = getattr(wildcards, "hardware", None) or wildcards.device
+    if paper_layer_on(wildcards.figure, wildcards.model, place):
+        return {PAPER_ROLE: PAPER.table}
+    return {}
 
 
 def figure_inputs(wildcards):
@@ -163,6 +207,7 @@ def figure_inputs(wildcards):
         "metrics": f"results/metrics/{wildcards.model}/{wildcards.device}.csv",
         "ceilings": f"results/ceilings/{wildcards.device}.json",
         "hardware_table": SETTINGS.hardware_table,
+        **paper_input(wildcards),
     }
     roles = KINDS[wildcards.figure].roles
     if "acceptance" in roles:

@@ -85,7 +85,7 @@ def harness_module():
 def datasheet_for(device_name: str):
     from medusa_roofline.analytic.hardware import detect_hardware, load_table
 
-    return detect_hardware(load_table(), device_name or "", warn=False)
+    return detect_hardware(load_table(), device_name or "")
 
 
 # ------------------------------------------------------------------------------------------ parts

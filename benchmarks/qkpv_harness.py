@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     else:
         sizes = QUICK_CEILINGS if args.quick else {"reps": 20, "warmup": 3}
         ceilings = measure_ceilings(dev, dtype_name(torch_dtype), **sizes)
-    datasheet = detect_hardware(table_hw, ceilings["device_name"], warn=False)
+    datasheet = detect_hardware(table_hw, ceilings["device_name"])
 
     overhead = measure_overhead(dev, reps=max(grid["reps"], 20), warmup=max(grid["warmup"], 2))
     tiny = [r for r in overhead if r["what"].startswith("tiny") and r["flush_l2"] and not r["cuda_graph"]]

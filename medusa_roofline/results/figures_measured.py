@@ -230,7 +230,9 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
 def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2)):
     """Speedup vs candidates, one line per ``series`` (seq_len), coloured by kv_len.
 
-    Measured series get markers; when a table mixes sources, analytic lines are dashed.
+    Measured series get markers (squares on a dotted line for real-generation tokens per step) and,
+    when the points carry ``speedup_p10``/``speedup_p90``, error bars; when a table mixes sources,
+    analytic lines are dashed.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
@@ -245,9 +247,14 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
     for name in dict.fromkeys(points["series"]):
         pts = points[points["series"] == name]
         measured = pts["source"].iloc[0] == "measured"
-        ax.plot(pts["candidates"], pts["speedup"], "-" if measured or not mixed else "--",
-                marker="o" if measured else None, ms=3.5, lw=1.4 if measured or not mixed else 1.0,
-                color=color[pts["kv_len"].iloc[0]], label=name)
+        real = "acceptance" in pts.columns and pts["acceptance"].iloc[0] == "real generation"
+        ax.plot(pts["candidates"], pts["speedup"], ":" if real else "-" if measured or not mixed else "--",
+                marker=("s" if real else "o") if measured else None, ms=3.5,
+                lw=1.4 if measured or not mixed else 1.0, color=color[pts["kv_len"].iloc[0]], label=name)
+        if measured and {"speedup_p10", "speedup_p90"} <= set(pts.columns) and pts["speedup_p10"].notna().all():
+            ax.errorbar(pts["candidates"], pts["speedup"], ls="none", color=color[pts["kv_len"].iloc[0]],
+                        yerr=np.clip([pts["speedup"] - pts["speedup_p10"], pts["speedup_p90"] - pts["speedup"]], 0, None),
+                        elinewidth=0.8, capsize=1.5, label="_nolegend_")
     ax.axhline(1.0, color="0.4", lw=0.8, ls=":", zorder=0)
     ax.set_xlabel("# candidate tokens (root included)")
     ax.set_ylabel("Speedup over autoregressive decoding")

@@ -6,7 +6,8 @@ archive goes through exactly the code that drew it in the workflow.
 
 * ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
   kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
-  ``model_config`` (a model's ``config.json``: the shapes, never weights).
+  ``model_config`` (a model's ``config.json``: the shapes, never weights), and the optional
+  ``generation`` (real Medusa generation's tokens per step, :mod:`..decoding.acceptance`).
 * ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
   ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
@@ -39,7 +40,7 @@ from ..core.io import write_json
 from ..core.paths import contained
 from ..decoding.tree import load_acceptance_table
 from ..models.source import dims_from_config
-from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
+from .speedup import ASSUMPTION, REAL, acceptance_source, analytic_speedup, measured_speedup
 
 log = logging.getLogger("medusa_roofline.render")
 
@@ -173,7 +174,9 @@ def _speedup_measured(inputs: dict, params: dict):
     hardware = datasheet.key if datasheet is not None else ""
     dims = model_dims_file(inputs["model_config"])
     table = load_acceptance_table(inputs["acceptance"])
-    measured = measured_speedup(metrics, table, dims.layers, None, hardware)
+    label = acceptance_source(inputs["acceptance"])
+    generation = pd.read_csv(inputs["generation"]) if inputs.get("generation") else None
+    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation)
     batch = params["batch"]
     if len(measured) and batch not in set(measured["batch"]):
         batch = int(measured["batch"].max())
@@ -195,14 +198,16 @@ def _speedup_measured(inputs: dict, params: dict):
         range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
         hardware=hardware,
         device=str(measured["device"].iloc[0]) if len(measured) else "",
-        provenance=f"{analytic_provenance()} at measured roofs; {ASSUMPTION}",
+        provenance=f"{analytic_provenance()} at measured roofs; acceptance: {label}; {ASSUMPTION}",
     )
-    overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
+    overlay["series"] = overlay["series"] + f" (analytic, measured roofs, {label})"
+    overlay["acceptance"] = label
+    sources = label + (f" and {REAL}" if generation is not None else "")
     return figures_measured.speedup_figure(
         pd.concat([df for df in (measured, overlay) if len(df)] or [measured], ignore_index=True),
         title,
-        f"measured step times (markers) vs analytic roofline at the measured roofs (dashed), "
-        f"batch {batch}, {dtype}",
+        f"measured step times (markers, p10-p90 bars) vs analytic roofline at the measured roofs (dashed), "
+        f"batch {batch}, {dtype}; tokens/step: {sources}",
         _size(params),
     )
 
@@ -211,7 +216,8 @@ def _speedup_measured(inputs: dict, params: dict):
 class FigureKind:
     """A figure kind: the workflow rule that draws it (which inputs it gets), where its targets are (the
     (model, hardware/device) pairs of ``targets``: analytic, speedup, measured, swept or fused), the input
-    roles and extra params it reads, the point columns its markers sit at, and its renderer."""
+    roles it reads (``optional`` ones only when given) and extra params it reads, the point columns its
+    markers sit at, and its renderer."""
 
     rule: str
     targets: str
@@ -220,6 +226,7 @@ class FigureKind:
     y: str
     draw: Callable
     params: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
 
 MEASURED_ROLES = ("metrics", "ceilings", "hardware_table")
@@ -234,7 +241,8 @@ KINDS: dict[str, FigureKind] = {
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
                                        _measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
-                                   "candidates", "speedup", _speedup_measured, params=("batch",)),
+                                   "candidates", "speedup", _speedup_measured, params=("batch",),
+                                   optional=("generation",)),
     "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
 }
 """Every figure kind. Adding one: its drawing function (figures_*.py), a renderer here and its entry."""
@@ -293,7 +301,8 @@ def write_figure(fig, points: pd.DataFrame, stem: str | Path, params: dict) -> l
 def figure_inputs(kind: str, named) -> dict[str, str]:
     """A job's named inputs that are figure inputs of ``kind`` (not e.g. the ``code`` modules)."""
     return {role: str(path) for role, path in dict(named.items()).items()
-            if kind in KINDS and role in KINDS[kind].roles and isinstance(path, (str, os.PathLike))}
+            if kind in KINDS and role in KINDS[kind].roles + KINDS[kind].optional
+            and isinstance(path, (str, os.PathLike))}
 
 
 def save(fig, points: pd.DataFrame, kind: str, inputs: dict[str, str], params: dict, points_path: str | Path,

@@ -207,10 +207,40 @@ def run_acceptance(args) -> int:
     return 0 if result.generation["identical_to_greedy"].all() else 1
 
 
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_demo(args) -> int:
+    """Train a tiny base model and Medusa heads locally, measure acceptance, tokens/step and speedup."""
+    import logging
+
+    from .demo import DemoSpec
+    from .demo import run_demo as demo
+
+    logging.basicConfig(level=logging.WARNING)
+    spec = DemoSpec.from_dict({"seed": args.seed})
+    done = demo(args.out, spec)
+    summary = done["summary"]
+    print_acceptance(done["table"], done["generation"])
+    print("measured speedup on this CPU (median step times; p10-p90 band)")
+    for _, r in done["speedup"].iterrows():
+        print(f"  kv_len {int(r['kv_len']):4d}  {int(r['candidates']):3d} candidates  {r['acceptance']:15s}  "
+              f"tokens/step {r['expected_tokens']:.3f}  step ratio {r['latency_ratio']:.2f}  speedup "
+              f"{r['speedup']:.2f} [{r['speedup_p10']:.2f}, {r['speedup_p90']:.2f}]")
+    tree = summary["default_tree"]
+    print(f"default demo tree ({tree['candidates']} candidates): {tree['tokens_per_step']:.3f} tokens/step "
+          f"(predicted {tree['expected_tokens_per_step']:.3f}); whole demo {summary['seconds']:.1f} s; "
+          f"files in {args.out}")
+    return 0 if done["generation"]["identical_to_greedy"].all() else 1
+
+
 SUBCOMMANDS = {
     "generate": (add_generate, run_generate),
     "regenerate": (add_regenerate, run_regenerate),
     "acceptance": (add_acceptance, run_acceptance),
+    "demo": (add_demo, run_demo),
 }
 
 

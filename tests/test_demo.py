@@ -12,8 +12,8 @@ import torch
 
 from medusa_roofline.cli import main
 from medusa_roofline.core.errors import ConfigError
-from medusa_roofline.decoding.tree import load_acceptance_table
 from medusa_roofline.decoding.train_heads import HeadsSpec, heads_loss, train_heads
+from medusa_roofline.decoding.tree import load_acceptance_table
 from medusa_roofline.demo import DemoSpec, torch_threads
 from medusa_roofline.models import synthetic
 from medusa_roofline.models.train import BaseSpec, lr_at, train_base
@@ -127,3 +127,4 @@ def test_demo_end_to_end_accepts_tokens(tmp_path, capsys):
     speedup = pd.read_csv(out / "speedup.csv")
     assert set(speedup["acceptance"]) == {"measured table", "real generation"}
     assert "default demo tree (16 candidates)" in text and "head 3:" in text
+

@@ -197,7 +197,8 @@ def test_speedup_measured_render_with_real_generation(metrics, tmp_path):
     assert set(measured["acceptance"]) == {"shipped table", "real generation"}
     real = measured[measured["acceptance"] == "real generation"]
     assert set(real["candidates"]) == {16} and (real["expected_tokens"] == 2.5).all()
-    assert points.loc[points["source"] == "analytic", "series"].str.endswith("(analytic, measured roofs, shipped table)").all()
+    analytic = points.loc[points["source"] == "analytic", "series"]
+    assert analytic.str.endswith("(analytic, measured roofs, shipped table)").all()
     assert "tokens/step: shipped table and real generation" in fig.axes[0].get_title()
     measured_table = tmp_path / "acceptance.csv"
     pd.read_csv(inputs["acceptance"]).assign(count=1, total=2).to_csv(measured_table, index=False)

@@ -29,7 +29,7 @@ class HeadsSpec:
     num_heads: int = 4
     num_layers: int = 1
     new_tokens: int = 64
-    steps: int = 200
+    steps: int = 120
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0

@@ -32,7 +32,7 @@ class BaseSpec:
     kv_heads: int = 2
     intermediate: int = 128
     max_positions: int = 1024
-    steps: int = 200
+    steps: int = 120
     batch: int = 32
     seq_len: int = 64
     lr: float = 3e-3

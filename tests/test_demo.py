@@ -128,3 +128,19 @@ def test_demo_end_to_end_accepts_tokens(tmp_path, capsys):
     assert set(speedup["acceptance"]) == {"measured table", "real generation"}
     assert "default demo tree (16 candidates)" in text and "head 3:" in text
 
+
+def test_schema_defaults_are_the_demo_spec_defaults():
+    """The workflow (config/schema.yaml defaults) and the CLI (DemoSpec) train the same demo."""
+    import yaml
+
+    from medusa_roofline.core.paths import REPO_ROOT
+    from medusa_roofline.repro.acceptance_settings import DEMO_TRAINING_KEYS
+
+    schema = yaml.safe_load((REPO_ROOT / "config" / "schema.yaml").read_text())["properties"]["demo"]["properties"]
+    spec = DemoSpec().to_dict()
+    for key in DEMO_TRAINING_KEYS:
+        if key in ("base", "heads"):
+            for sub, prop in schema[key]["properties"].items():
+                assert prop["default"] == spec[key][sub], f"demo.{key}.{sub}"
+        else:
+            assert schema[key]["default"] == (list(spec[key]) if isinstance(spec[key], tuple) else spec[key]), key

@@ -31,6 +31,9 @@ ANALYTIC = SETTINGS.analytic
 MEASURE = SETTINGS.measure
 MICROBENCH = SETTINGS.microbench
 SPEEDUP = SETTINGS.speedup
+# Models with Medusa heads (rule acceptance, acceptance.smk); the demo (demo.smk), None unless enabled.
+ACCEPTANCE = SETTINGS.acceptance
+DEMO = SETTINGS.demo
 HARDWARE = SETTINGS.hardware
 DEVICE = MEASURE.device_label
 FIGURE_FILES = SETTINGS.plot["formats"] + ["csv", "recipe.json"]
@@ -114,7 +117,18 @@ def archive_inputs():
         + metrics_tables()
         + figure_files()
         + expand("results/models/{model}/spec.json", model=MEASURE.models)
+        + acceptance_outputs()
     )
+
+
+def acceptance_outputs():
+    """The measured acceptance of every model with heads, and the demo's trained files."""
+    files = expand(
+        "results/acceptance/{model}/{file}",
+        model=ACCEPTANCE.models,
+        file=["acceptance.csv", "generation.csv", "acceptance.json"],
+    )
+    return files + (list(DEMO.files.values()) if DEMO else [])
 
 
 def archive_config_files():
@@ -123,7 +137,7 @@ def archive_config_files():
     files = [SETTINGS.hardware_table, MEASURE.acceptance_table]
     if SPEEDUP.models:
         files.append(SPEEDUP.acceptance_table)
-    files += [settings.model_config_file(source) for source in models.values()]
+    files += [SETTINGS.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
 
@@ -164,14 +178,21 @@ def figure_inputs(wildcards):
         "ceilings": f"results/ceilings/{wildcards.device}.json",
         "hardware_table": SETTINGS.hardware_table,
     }
-    roles = KINDS[wildcards.figure].roles
-    if "acceptance" in roles:
-        inputs["acceptance"] = MEASURE.acceptance_table
-    if "model_config" in roles:
-        inputs["model_config"] = settings.model_config_file(
+    kind = KINDS[wildcards.figure]
+    if "acceptance" in kind.roles:
+        inputs["acceptance"] = acceptance_table(wildcards)
+    if "generation" in kind.optional and ACCEPTANCE.generation(wildcards.model):
+        inputs["generation"] = ACCEPTANCE.generation(wildcards.model)
+    if "model_config" in kind.roles:
+        inputs["model_config"] = SETTINGS.model_config_file(
             MEASURE.models[wildcards.model]
         )
     return inputs
+
+
+def acceptance_table(wildcards):
+    """The table a model's trees come from: its measured one (rule acceptance), else measure.acceptance_table."""
+    return ACCEPTANCE.table(wildcards.model) or MEASURE.acceptance_table
 
 
 def kind_param(name, value):
@@ -181,7 +202,7 @@ def kind_param(name, value):
 
 def model_config(models):
     """Input function: the config.json of the wildcard's model among ``models`` (name -> source)."""
-    return lambda wildcards: settings.model_config_file(models[wildcards.model])
+    return lambda wildcards: SETTINGS.model_config_file(models[wildcards.model])
 
 
 def hardware_entry(wildcards):

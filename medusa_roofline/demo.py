@@ -58,7 +58,7 @@ class DemoSpec:
     eval_prompts: int = 30
     new_tokens: int = 64
     top_k: int = 10
-    candidates: tuple[int, ...] = (4, 8, 16, 32, 64)
+    candidates: tuple[int, ...] = (4, 16, 64)
     tree: int = 16
     sweep_batch: tuple[int, ...] = (1,)
     sweep_kv_len: tuple[int, ...] = (64, 256)

@@ -112,7 +112,7 @@ def build_base(spec: DemoSpec, model_dir) -> dict:
     with torch_threads(spec.threads):
         model, losses = train_base(language(spec), spec.base)
     save_base(model, model_dir, synthetic.char_tokenizer())
-    return {"base": spec.base.to_dict(), "loss_first": losses[0], "loss_last": losses[-1],
+    return {"base": dataclasses.asdict(spec.base), "loss_first": losses[0], "loss_last": losses[-1],
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - t0}
 
 
@@ -126,7 +126,7 @@ def build_heads(spec: DemoSpec, model_dir, heads_path) -> dict:
     with torch_threads(spec.threads):
         heads, losses = train_heads(model, prompts, spec.heads)
     save_medusa_heads(heads, heads_path)
-    return {"heads": spec.heads.to_dict(), "loss_first": losses[0], "loss_last": losses[-1],
+    return {"heads": dataclasses.asdict(spec.heads), "loss_first": losses[0], "loss_last": losses[-1],
             "seconds": time.perf_counter() - t0}
 
 

@@ -12,7 +12,7 @@ vocabulary projections copied from the base LM head (head i starts out predictin
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HeadsSpec:
+    """Heads shape and self-distillation budget: greedy tokens per prompt, optimizer steps, batch, lr."""
+
     num_heads: int = 4
     num_layers: int = 1
     new_tokens: int = 64
@@ -33,9 +35,6 @@ class HeadsSpec:
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @torch.inference_mode()

@@ -9,7 +9,7 @@ downloaded. The checkpoint is what :func:`.load.build_model` loads: ``config.jso
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,6 @@ class BaseSpec:
     seq_len: int = 64
     lr: float = 3e-3
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def llama_config(spec: BaseSpec, vocab: int) -> LlamaConfig:

@@ -252,9 +252,9 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
                 marker=("s" if real else "o") if measured else None, ms=3.5,
                 lw=1.4 if measured or not mixed else 1.0, color=color[pts["kv_len"].iloc[0]], label=name)
         if measured and {"speedup_p10", "speedup_p90"} <= set(pts.columns) and pts["speedup_p10"].notna().all():
-            ax.errorbar(pts["candidates"], pts["speedup"], ls="none", color=color[pts["kv_len"].iloc[0]],
-                        yerr=np.clip([pts["speedup"] - pts["speedup_p10"], pts["speedup_p90"] - pts["speedup"]], 0, None),
-                        elinewidth=0.8, capsize=1.5, label="_nolegend_")
+            spread = [pts["speedup"] - pts["speedup_p10"], pts["speedup_p90"] - pts["speedup"]]
+            ax.errorbar(pts["candidates"], pts["speedup"], yerr=np.clip(spread, 0, None), ls="none",
+                        color=color[pts["kv_len"].iloc[0]], elinewidth=0.8, capsize=1.5, label="_nolegend_")
     ax.axhline(1.0, color="0.4", lw=0.8, ls=":", zorder=0)
     ax.set_xlabel("# candidate tokens (root included)")
     ax.set_ylabel("Speedup over autoregressive decoding")

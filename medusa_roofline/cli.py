@@ -208,7 +208,7 @@ def run_acceptance(args) -> int:
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
+    p.add_argument("--out", default="results/demo-cli", help="output directory (default results/demo-cli)")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -187,6 +187,8 @@ CASES = [
     ("demo-kv-len-beyond-positions", lambda t, m: merge(DEMO, {"demo": {"base": {"max_positions": 128}},
                                                                "measure": {"kv_len": [200]}}), True,
      ["measure.kv_len", "204 tokens", "'demo-llama' max_position_embeddings 128"]),
+    ("demo-layers-beyond-model", lambda t, m: merge(DEMO, {"measure": {"layers": 3}}), True,
+     ["measure.layers: 3 is outside 1..2, the decoder layers the demo model 'demo-llama' has"]),
     ("demo-name-taken", lambda t, m: merge(DEMO, {"demo": {"name": "tiny"}, "measure": {"models": ["tiny"]}}), True,
      ["demo.name: 'tiny' is already a measured model name"]),
     ("demo-entry-in-acceptance-models", lambda t, m: merge(DEMO, {"acceptance": {"models": {

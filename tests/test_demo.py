@@ -145,3 +145,10 @@ def test_schema_defaults_are_the_demo_spec_defaults():
                 assert prop["default"] == spec[key][sub], f"demo.{key}.{sub}"
         else:
             assert schema[key]["default"] == (list(spec[key]) if isinstance(spec[key], tuple) else spec[key]), key
+
+
+def test_parse_time_demo_shapes_match_the_model_it_trains():
+    """The workflow sizes the demo model before it exists (repro/acceptance_settings.py): the same shapes."""
+    from medusa_roofline.repro.acceptance_settings import DEMO_VOCAB
+
+    assert DEMO_VOCAB == len(synthetic.SYMBOLS) == synthetic.make_language(0).vocab_size

@@ -44,11 +44,13 @@ class Demo:
 
     name: str
     checkpoint: str  # directory of the trained base model (made by rule demo_base)
+    dims: ModelDims  # its shapes, from the demo section (the checkpoint does not exist at parse time)
     files: dict[str, str]  # heads, prompts, base_log, heads_log
     training: dict  # the DemoSpec keys the training rules take
 
 
 DEMO_DIR = "results/demo"
+DEMO_VOCAB = 31  # len(models.synthetic.SYMBOLS); that module imports tokenizers, too heavy for parse time
 DEMO_TRAINING_KEYS = ("seed", "words", "base", "heads", "train_prompts", "prompt_chars", "eval_prompts", "threads")
 
 
@@ -76,15 +78,18 @@ def resolve_demo(config: dict, measure) -> Demo | None:
                           f"({largest} nodes)")
     dims = ModelDims(hidden=base["hidden"], heads=base["heads"], kv_heads=base["kv_heads"],
                      head_dim=base["hidden"] // base["heads"], intermediate=base["intermediate"],
-                     layers=base["layers"], vocab=0, max_positions=base["max_positions"])
+                     layers=base["layers"], vocab=DEMO_VOCAB, max_positions=base["max_positions"])
     check_positions(measure.kv_len, "measure.kv_len", {name: dims}, max(measure.candidates))
+    if measure.layers is not None and not 1 <= measure.layers <= dims.layers:
+        raise ConfigError(f"measure.layers: {measure.layers} is outside 1..{dims.layers}, the decoder layers the demo "
+                          f"model {name!r} has (demo.base.layers); use at most {dims.layers} (or null for all)")
     need = max(section["prompt_chars"]) + 1 + config["acceptance"]["max_new_tokens"] + 2 * heads["num_heads"] + 1
     if need > base["max_positions"]:
         raise ConfigError(f"demo.base.max_positions: {base['max_positions']} is below the {need} positions a "
                           "held-out prompt + acceptance.max_new_tokens + the tree depth need")
     files = {"heads": f"{DEMO_DIR}/medusa_lm_head.safetensors", "prompts": f"{DEMO_DIR}/prompts.txt",
              "base_log": f"{DEMO_DIR}/train_base.json", "heads_log": f"{DEMO_DIR}/train_heads.json"}
-    return Demo(name=name, checkpoint=f"{DEMO_DIR}/{name}", files=files,
+    return Demo(name=name, checkpoint=f"{DEMO_DIR}/{name}", dims=dims, files=files,
                 training={k: section[k] for k in DEMO_TRAINING_KEYS})
 
 

@@ -136,6 +136,9 @@ class Settings:
     def model_weight_files(self, source: str) -> list[str]:
         return [f"{source}/model.safetensors"] if self.produced(source) else model_weight_files(source)
 
+    def model_dims(self, source: str) -> ModelDims:
+        return self.demo.dims if self.produced(source) else model_dims(source)
+
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
 

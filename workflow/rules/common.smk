@@ -12,11 +12,7 @@ from medusa_roofline.core.codedeps import module_files
 from medusa_roofline.core.dtypes import DTYPE_BYTES
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import load_acceptance_table
-from medusa_roofline.models.source import (
-    checkpoint_weights,
-    instantiated_layers,
-    model_dims,
-)
+from medusa_roofline.models.source import instantiated_layers, model_dims
 from medusa_roofline.repro import settings
 from medusa_roofline.results.render import KINDS
 
@@ -248,13 +244,13 @@ def model_mem_mb(wildcards, modes=None):
     temporaries over the grid (on CUDA only what stays on the host), from analytic/memory.py.
     """
     source = MEASURE.models[wildcards.model]
-    dims = model_dims(source)
+    dims = SETTINGS.model_dims(source)
     modes = modes or MEASURE.modes
     q_lens = [1 if m == "ar" else int(m.split("-")[1]) for m in modes]
     heads = (
         0 if modes == ["ar"] else len(load_acceptance_table(MEASURE.acceptance_table))
     )
-    weights_read_on_host = bool(checkpoint_weights(source))
+    weights_read_on_host = bool(SETTINGS.model_weight_files(source))
     return memory.rule_mem_mb(
         dims,
         instantiated_layers(dims, MEASURE.layers, source),

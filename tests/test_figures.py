@@ -166,3 +166,52 @@ def test_speedup_figure_mixed_sources_dashes_the_analytic_lines():
     assert styles == {"seq_len 64": ("-", 1), "seq_len 64 (analytic, measured roofs)": ("--", (0, 1))}
     assert list(points["source"]) == ["measured", "measured", "analytic", "analytic"]
     plt.close(fig)
+
+
+def test_speedup_figure_real_generation_and_error_bars():
+    table = np.array([[0.6]])
+    base = analytic_speedup("tiny", TINY, table, 1e12, 1e11, "float32", 1, [64], [1, 2]).assign(source="measured")
+    rows = pd.concat([base.assign(series="seq_len 64 (measured table)", acceptance="measured table"),
+                      base.assign(series="seq_len 64 (real generation)", acceptance="real generation")])
+    rows = rows.assign(speedup_p10=rows["speedup"] * 0.8, speedup_p90=rows["speedup"] * 1.1)
+    fig, points = figures.speedup_figure(rows, "t", "s")
+    ax = fig.axes[0]
+    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_marker()) for ln in ax.lines
+              if not ln.get_label().startswith("_")}
+    assert styles == {"seq_len 64 (measured table)": ("-", "s"), "seq_len 64 (real generation)": (":", "o"),
+                      "no speedup (1.0)": ("-.", "None")}
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 2
+    segments = np.concatenate([np.asarray(b.lines[2][0].get_segments()) for b in bars])
+    want = points[["speedup_p10", "speedup_p90"]].to_numpy()
+    np.testing.assert_allclose(np.sort(segments[:, :, 1], axis=1), want)
+    plt.close(fig)
+
+
+def test_speedup_measured_render_with_real_generation(metrics, tmp_path):
+    import json
+
+    from medusa_roofline.core.paths import REPO_ROOT
+
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "ceilings.json").write_text(json.dumps(CEILINGS))
+    pd.DataFrame({"candidates": [16], "tokens_per_step": [2.5]}).to_csv(tmp_path / "generation.csv", index=False)
+    inputs = {"metrics": str(tmp_path / "metrics.csv"), "ceilings": str(tmp_path / "ceilings.json"),
+              "hardware_table": str(REPO_ROOT / "config" / "hardware.yaml"),
+              "acceptance": str(REPO_ROOT / "config" / "acceptance" / "default.csv"),
+              "model_config": str(REPO_ROOT / "config" / "models" / "tiny" / "config.json"),
+              "generation": str(tmp_path / "generation.csv")}
+    params = {"model": "tiny", "model_display": "Tiny", "batch": 1, "plot": {"width": 6, "height": 4}}
+    fig, points = render.render("speedup_measured", inputs, params)
+    measured = points[points["source"] == "measured"]
+    assert set(measured["acceptance"]) == {"shipped table", "real generation"}
+    real = measured[measured["acceptance"] == "real generation"]
+    assert set(real["candidates"]) == {16} and (real["expected_tokens"] == 2.5).all()
+    analytic = points.loc[points["source"] == "analytic", "series"]
+    assert analytic.str.endswith("(analytic, measured roofs, shipped table)").all()
+    assert "tokens/step: shipped table and real generation" in fig.axes[0].get_title()
+    measured_table = tmp_path / "acceptance.csv"
+    pd.read_csv(inputs["acceptance"]).assign(count=1, total=2).to_csv(measured_table, index=False)
+    _, again = render.render("speedup_measured", dict(inputs, acceptance=str(measured_table), generation=""), params)
+    assert set(again.loc[again["source"] == "measured", "acceptance"]) == {"measured table"}
+    plt.close(fig)

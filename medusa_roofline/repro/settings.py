@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..analytic import hardware as hw_mod
@@ -23,12 +23,13 @@ from ..core.dtypes import auto_dtype
 from ..core.errors import ConfigError
 from ..core.io import read_yaml
 from ..core.nvidia import nvidia_gpu_visible
-from ..core.paths import configured_path
 from ..decoding import tree
 from ..measure.backends import parse_backends
 from ..models.source import (PRESET_DIR, ModelDims, check_weight_files, checkpoint_files, model_dims, model_name,
                              resolve_source)
 from ..results.paper_table import PaperOverlay, load_paper_table
+from .acceptance_settings import Acceptance, Demo, resolve_acceptance, resolve_demo
+from .checks import check_grid, check_positions, config_path, grid
 
 MIB = 1 << 20
 
@@ -112,32 +113,33 @@ class Settings:
     plot: dict
     paper_overlay: PaperOverlay
     display_names: dict[str, str] = field(default_factory=dict)
+    acceptance: Acceptance | None = None
+    demo: Demo | None = None
 
     @property
     def measured_models(self) -> dict[str, str]:
         """Every model with measured rows: micro-benchmarked and/or swept."""
         return {**self.microbench.models, **self.measure.models}
 
+    def produced(self, source: str) -> bool:
+        """Whether a model source is a checkpoint a rule of this run makes (the demo's)."""
+        return self.demo is not None and source == self.demo.checkpoint
+
+    def model_config_file(self, source: str) -> str:
+        """A model's config.json as a rule input (the demo's is not looked for: rule demo_base makes it)."""
+        return f"{source}/config.json" if self.produced(source) else model_config_file(source)
+
+    def model_weight_files(self, source: str) -> list[str]:
+        return [f"{source}/model.safetensors"] if self.produced(source) else model_weight_files(source)
+
+    def model_dims(self, source: str) -> ModelDims:
+        return self.demo.dims if self.produced(source) else model_dims(source)
 
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-
-def config_path(value, basedir: Path, key: str) -> Path:
-    """A configured file (:func:`~medusa_roofline.core.paths.configured_path`), checked to be a readable regular file."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: must be a path to a file, got {value!r}")
-    path = configured_path(value, basedir).resolve()
-    if not path.exists():
-        raise ConfigError(f"{key}: {value!r} does not exist (looked for {path}); give a readable file")
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} is not a regular file; give a readable file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}: {path} is not readable")
-    return path
 
 
 def model_config_file(source: str) -> str:
@@ -186,33 +188,6 @@ def display_names(config: dict) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- grids
 
 
-def check_grid(section: dict, key: str, fields=("batch", "kv_len")) -> None:
-    """An empty grid is an input error (the schema allows empty lists to switch a stage off)."""
-    for name in fields:
-        if name in section and not section[name]:
-            raise ConfigError(f"{key}.{name}: the sweep grid is empty; give at least one positive integer")
-
-
-def check_positions(kv_lens: list[int], key: str, shapes: dict[str, ModelDims], query_tokens: int) -> None:
-    """The longest context plus the step's query tokens must fit every model's positions."""
-    section = key.split(".")[0]
-    longest = max(kv_lens) + query_tokens
-    for name, dims in shapes.items():
-        limit = dims.max_positions
-        if not limit:
-            raise ConfigError(f"{section}.models ({name}): config.json lacks max_position_embeddings, "
-                              "needed to check that kv_len + candidates fit the model's positions")
-        if query_tokens >= limit:
-            raise ConfigError(f"{section}.candidates: {query_tokens} query tokens leave no room for a KV cache in "
-                              f"model {name!r}, whose max_position_embeddings is {limit}; allowed candidates <= "
-                              f"{limit - 1}")
-        if longest > limit:
-            raise ConfigError(
-                f"{key}: {longest} tokens (kv_len {max(kv_lens)} + {query_tokens} query tokens) exceed model "
-                f"{name!r} max_position_embeddings {limit}; allowed kv_len <= {limit - query_tokens}"
-            )
-
-
 def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
     """Every tree size must be buildable from the acceptance table (sizes >= 2: the schema)."""
     if not candidates:
@@ -222,11 +197,6 @@ def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
     if too_big:
         raise ConfigError(f"{key}: {too_big} exceed the largest tree the acceptance table "
                           f"{table_path} can build ({largest} nodes); add ranks/heads to the table or lower candidates")
-
-
-def grid(values) -> list[int]:
-    """A grid as the jobs run it: sorted, each value once."""
-    return sorted(set(values))
 
 
 # ---------------------------------------------------------------------------------------------- device
@@ -399,6 +369,9 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
     acceptance = acceptance_table(measure_cfg.get("acceptance_table"), basedir, "measure.acceptance_table",
                                   str(tree.DEFAULT_ACCEPTANCE))
     measure = resolve_measure(measure_cfg, acceptance)
+    demo = resolve_demo(config, measure)
+    if demo is not None:  # a measured model like any other, whose files rules make
+        measure = replace(measure, models={**measure.models, demo.name: demo.checkpoint})
     return Settings(
         run_name=config["run_name"],
         hardware_table=str(table_path),
@@ -411,4 +384,6 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
         plot={k: v for k, v in config["plot"].items() if k != "paper_overlay"},
         paper_overlay=resolve_paper_overlay(config["plot"]["paper_overlay"], basedir),
         display_names=display_names(config),
+        acceptance=resolve_acceptance(config["acceptance"], basedir, measure, demo),
+        demo=demo,
     )

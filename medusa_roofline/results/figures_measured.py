@@ -253,8 +253,10 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
     """Speedup vs candidates, one line per ``series`` (seq_len): colour and marker shape by kv_len.
 
     Long lines carry ``markers_per_line`` markers, staggered between lines so that they never sit on
-    each other; measured series carry one at every point. When a table mixes sources, analytic lines
-    are dashed. The 1.0 line (no speedup) is drawn dark and named in the legend.
+    each other; measured series carry one at every point (circles on a dotted line for real-generation
+    tokens per step) and, when the points carry ``speedup_p10``/``speedup_p90``, error bars. When a
+    table mixes sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named
+    in the legend.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
@@ -271,12 +273,18 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
         measured = pts["source"].iloc[0] == "measured"
         i = rank[pts["kv_len"].iloc[0]]
         step = max(1, len(pts) // markers_per_line)
-        ax.plot(pts["candidates"], pts["speedup"], "-" if measured or not mixed else "--",
-                marker=style.candidate_marker(i), ms=4 if measured else 3.5, markevery=1 if measured else
+        real = "acceptance" in pts.columns and pts["acceptance"].iloc[0] == "real generation"
+        marker = "o" if real else style.candidate_marker(i)  # circles: no kv_len line uses them
+        ax.plot(pts["candidates"], pts["speedup"], ":" if real else "-" if measured or not mixed else "--",
+                marker=marker, ms=4 if measured else 3.5, markevery=1 if measured else
                 ((i * max(1, step // len(kv))) % step, step), lw=1.4 if measured or not mixed else 1.0,
                 color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=name,
                 zorder=3,
                 gid=roofline.DATA_GID)
+        if measured and {"speedup_p10", "speedup_p90"} <= set(pts.columns) and pts["speedup_p10"].notna().all():
+            spread = [pts["speedup"] - pts["speedup_p10"], pts["speedup_p90"] - pts["speedup"]]
+            ax.errorbar(pts["candidates"], pts["speedup"], yerr=np.clip(spread, 0, None), ls="none",
+                        color=palette[i], elinewidth=0.8, capsize=1.5, label="_nolegend_", zorder=2.5)
     ax.set_xlabel("# candidate tokens (root included)")
     ax.set_ylabel("Speedup over autoregressive decoding")
     if len(points):

@@ -7,7 +7,8 @@ archive goes through exactly the code that drew it in the workflow.
 * ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
   kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
   ``model_config`` (a model's ``config.json``: the shapes, never weights), and the optional ``paper``
-  (the published chart's read-off table: the qk/pv charts draw its boxes when it is given).
+  (the published chart's read-off table: the qk/pv charts draw its boxes when it is given) and
+  ``generation`` (real Medusa generation's tokens per step, :mod:`..decoding.acceptance`).
 * ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
   ``speedup`` / ``batch``, and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
@@ -41,7 +42,7 @@ from ..core.paths import contained
 from ..decoding.tree import load_acceptance_table
 from ..models.source import dims_from_config
 from .paper_table import load_paper_table
-from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
+from .speedup import ASSUMPTION, REAL, acceptance_source, analytic_speedup, measured_speedup
 
 log = logging.getLogger("medusa_roofline.render")
 
@@ -184,7 +185,9 @@ def _speedup_measured(inputs: dict, params: dict):
     hardware = datasheet.key if datasheet is not None else ""
     dims = model_dims_file(inputs["model_config"])
     table = load_acceptance_table(inputs["acceptance"])
-    measured = measured_speedup(metrics, table, dims.layers, None, hardware)
+    label = acceptance_source(inputs["acceptance"])
+    generation = pd.read_csv(inputs["generation"]) if inputs.get("generation") else None
+    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation)
     batch = params["batch"]
     if len(measured) and batch not in set(measured["batch"]):
         batch = int(measured["batch"].max())
@@ -206,14 +209,16 @@ def _speedup_measured(inputs: dict, params: dict):
         range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
         hardware=hardware,
         device=str(measured["device"].iloc[0]) if len(measured) else "",
-        provenance=f"{analytic_provenance()} at measured roofs; {ASSUMPTION}",
+        provenance=f"{analytic_provenance()} at measured roofs; acceptance: {label}; {ASSUMPTION}",
     )
-    overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
+    overlay["series"] = overlay["series"] + f" (analytic, measured roofs, {label})"
+    overlay["acceptance"] = label
+    sources = label + (f" and {REAL}" if generation is not None else "")
     return figures_measured.speedup_figure(
         pd.concat([df for df in (measured, overlay) if len(df)] or [measured], ignore_index=True),
         title,
-        f"measured step times (markers) vs analytic roofline at the measured roofs (dashed), "
-        f"batch {batch}, {dtype}",
+        f"measured step times (markers, p10-p90 bars) vs analytic roofline at the measured roofs (dashed), "
+        f"batch {batch}, {dtype}; tokens/step: {sources}",
         _size(params),
     )
 
@@ -260,7 +265,8 @@ KINDS: dict[str, FigureKind] = {
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
                                        _measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
-                                   "candidates", "speedup", _speedup_measured, params=("batch",)),
+                                   "candidates", "speedup", _speedup_measured, params=("batch",),
+                                   optional=("generation",)),
     "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
 }
 """Every figure kind. Adding one: its drawing function (figures_*.py), a renderer here and its entry."""

@@ -20,9 +20,18 @@ speedup(c, seq_len) = E[tokens per step | tree of c candidates] / (T_medusa(c) /
   instantiated than the model has, the layer part ``step - lm_head - medusa_heads`` (those from
   their per-op rows) is scaled up to the model's depth. Note that the sweep's Medusa step runs the
   heads on all c tree positions (as Medusa's reference ``tree_decoding`` does), not on one token.
+* **Acceptance source** (measured rows, column ``acceptance`` and the series name): where the
+  tokens per step came from. ``shipped table`` (``config/acceptance/default.csv``), ``measured
+  table`` (per-head acceptance measured from a local model, :mod:`..decoding.acceptance`), ``given
+  table`` (any other table), all through the independence formula above; or ``real generation``:
+  the tokens per step real Medusa generation reached with that tree on the measured prompts (no
+  independence assumption). ``speedup_p10``/``speedup_p90`` bound the speedup by the step times'
+  p10/p90 (AR fast and Medusa slow for the low end, and the reverse).
 """
 
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 import pandas as pd
@@ -30,7 +39,8 @@ import pandas as pd
 from ..analytic import costmodel
 from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, step_ops
 from ..core.dtypes import DTYPE_BYTES
-from ..decoding.tree import expected_accept_length, tree_paths_for
+from ..core.io import sha256_file
+from ..decoding.tree import DEFAULT_ACCEPTANCE, expected_accept_length, tree_paths_for
 from ..models.source import ModelDims
 from .metrics import provenance_label
 
@@ -38,6 +48,9 @@ COLUMNS = [
     "series", "source", "model", "hardware", "device", "batch", "kv_len", "candidates", "expected_tokens",
     "step_time_ar_s", "step_time_medusa_s", "latency_ratio", "speedup", "provenance",
 ]
+MEASURED_COLUMNS = COLUMNS + ["acceptance", "speedup_p10", "speedup_p90"]
+SHIPPED, MEASURED_TABLE, GIVEN, REAL = "shipped table", "measured table", "given table", "real generation"
+ACCEPTANCE_SOURCES = (SHIPPED, MEASURED_TABLE, GIVEN, REAL)
 ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
 
 
@@ -89,25 +102,65 @@ def analytic_speedup(model: str, dims: ModelDims, table, peak: float, bandwidth:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _full_depth_step(group: pd.DataFrame, model_layers: int | None) -> tuple[float, str]:
-    """Step time, scaled to the model's depth when fewer layers ran: (seconds, how)."""
+def acceptance_source(path) -> str:
+    """What an acceptance table file is, from its content: ``measured table`` when it carries the
+    ``count``/``total`` columns :mod:`..decoding.acceptance` writes, ``shipped table`` when its bytes
+    are those of ``config/acceptance/default.csv``, else ``given table``."""
+    try:
+        with open(path, newline="") as fh:
+            header = {h.strip() for h in next(csv.reader(fh), [])}
+        if {"count", "total"} <= header:
+            return MEASURED_TABLE
+        return SHIPPED if sha256_file(path) == sha256_file(DEFAULT_ACCEPTANCE) else GIVEN
+    except OSError:
+        return GIVEN
+
+
+def _full_depth_step(group: pd.DataFrame, model_layers: int | None, column: str = "time_s_median") -> tuple[float, str]:
+    """Step time (``column``: median, p10 or p90), scaled to the model's depth when fewer layers ran."""
     by_op = group.set_index("op")
-    step = float(by_op.loc["step", "time_s_median"])
+    step = float(by_op.loc["step", column])
     ran = int(by_op.loc["step", "layers"]) if "layers" in by_op.columns and pd.notna(by_op.loc["step", "layers"]) else 0
     if not model_layers or not ran or ran >= model_layers:
         return step, "measured"
     extra = [o for o in ("lm_head", "medusa_heads") if o in by_op.index]
     if "lm_head" not in extra:
         return step, f"measured ({ran} of {model_layers} layers, not scaled: no lm_head row)"
-    fixed = sum(float(by_op.loc[o, "time_s_median"]) for o in extra)
+    fixed = sum(float(by_op.loc[o, column]) for o in extra)
     return (step - fixed) * model_layers / ran + fixed, f"measured, {ran} layers scaled to {model_layers}"
 
 
+def _step_times(group: pd.DataFrame, model_layers: int | None) -> tuple[dict[str, float], str]:
+    """Median, p10 and p90 step time (p10/p90 fall back to the median when a table lacks them)."""
+    median, how = _full_depth_step(group, model_layers)
+    times = {"median": median}
+    for q in ("p10", "p90"):
+        col = f"time_s_{q}"
+        ok = col in group.columns and group.loc[group["op"] == "step", col].notna().all()
+        times[q] = _full_depth_step(group, model_layers, col)[0] if ok else median
+    return times, how
+
+
+def real_tokens(generation: pd.DataFrame | None) -> dict[int, float]:
+    """Tokens per step of real generation by tree size, from a generation table (``decoding.acceptance``)."""
+    if generation is None or not len(generation):
+        return {}
+    return {int(c): float(t) for c, t in zip(generation["candidates"], generation["tokens_per_step"], strict=True)}
+
+
 def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = None, batch: int | None = None,
-                     hardware: str = "") -> pd.DataFrame:
+                     hardware: str = "", acceptance: str = GIVEN, generation: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Speedup from measured ``step`` times: every (model, device, batch, kv_len) with an ok ``ar`` step
-    and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only."""
+    and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only.
+
+    Tokens per step come from ``table`` (labelled ``acceptance``: shipped / measured / given table)
+    and, for every tree size in ``generation`` (real Medusa generation), also from there
+    (``real generation`` rows). Series are ``seq_len S (<acceptance source>)``."""
+    if acceptance not in ACCEPTANCE_SOURCES or acceptance == REAL:
+        raise ValueError(f"acceptance {acceptance!r} must be one of {SHIPPED}, {MEASURED_TABLE}, {GIVEN}")
     table = np.asarray(table, dtype=np.float64)
+    real = real_tokens(generation)
     df = measured[(measured["status"].astype(str) == "ok")] if "status" in measured.columns else measured
     if "bench" in df.columns:
         df = df[df["bench"].astype(str) != "microbench"]
@@ -119,20 +172,26 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
     for (model, device, b, s), grp in df.groupby(["model", "device", "batch", "kv_len"], sort=True):
         if not ((grp["op"] == "step") & (grp["phase"] == "ar")).any():
             continue
-        t_ar, how_ar = _full_depth_step(grp[grp["phase"] == "ar"], model_layers)
+        t_ar, how_ar = _step_times(grp[grp["phase"] == "ar"], model_layers)
         medusa = grp[grp["phase"] == "medusa"]
         for c, mgrp in medusa.groupby("candidates", sort=True):
             if not (mgrp["op"] == "step").any():
                 continue
-            t_md, how_md = _full_depth_step(mgrp, model_layers)
-            tokens = expected_accept_length(table, tree_paths(table, int(c)))
+            t_md, how_md = _step_times(mgrp, model_layers)
             first = steps[(steps["model"] == model) & (steps["device"] == device)].iloc[0]
             how = how_md if how_md == how_ar else f"{how_ar} / {how_md}"
-            rows.append({
-                "series": f"seq_len {s}", "source": "measured", "model": model, "hardware": hardware,
-                "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
-                "expected_tokens": tokens, "step_time_ar_s": t_ar, "step_time_medusa_s": t_md,
-                "latency_ratio": t_md / t_ar, "speedup": tokens / (t_md / t_ar),
-                "provenance": f"{how}; {provenance_label(first)}",
-            })
-    return pd.DataFrame(rows, columns=COLUMNS)
+            sources = [(acceptance, expected_accept_length(table, tree_paths(table, int(c))))]
+            if int(c) in real:
+                sources.append((REAL, real[int(c)]))
+            for label, tokens in sources:
+                rows.append({
+                    "series": f"seq_len {s} ({label})", "source": "measured", "model": model, "hardware": hardware,
+                    "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
+                    "expected_tokens": tokens, "step_time_ar_s": t_ar["median"],
+                    "step_time_medusa_s": t_md["median"], "latency_ratio": t_md["median"] / t_ar["median"],
+                    "speedup": tokens / (t_md["median"] / t_ar["median"]),
+                    "provenance": f"{how}; acceptance: {label}; {provenance_label(first)}", "acceptance": label,
+                    "speedup_p10": tokens * t_ar["p10"] / t_md["p90"],
+                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"],
+                })
+    return pd.DataFrame(rows, columns=MEASURED_COLUMNS)

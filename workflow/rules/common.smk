@@ -12,11 +12,7 @@ from medusa_roofline.core.codedeps import module_files
 from medusa_roofline.core.dtypes import DTYPE_BYTES
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import load_acceptance_table
-from medusa_roofline.models.source import (
-    checkpoint_weights,
-    instantiated_layers,
-    model_dims,
-)
+from medusa_roofline.models.source import instantiated_layers, model_dims
 from medusa_roofline.repro import settings
 from medusa_roofline.results.render import KINDS, PAPER_ROLE
 
@@ -31,6 +27,9 @@ ANALYTIC = SETTINGS.analytic
 MEASURE = SETTINGS.measure
 MICROBENCH = SETTINGS.microbench
 SPEEDUP = SETTINGS.speedup
+# Models with Medusa heads (rule acceptance, acceptance.smk); the demo (demo.smk), None unless enabled.
+ACCEPTANCE = SETTINGS.acceptance
+DEMO = SETTINGS.demo
 HARDWARE = SETTINGS.hardware
 PAPER = SETTINGS.paper_overlay
 DEVICE = MEASURE.device_label
@@ -136,7 +135,18 @@ def archive_inputs():
         + metrics_tables()
         + figure_files()
         + expand("results/models/{model}/spec.json", model=MEASURE.models)
+        + acceptance_outputs()
     )
+
+
+def acceptance_outputs():
+    """The measured acceptance of every model with heads, and the demo's trained files."""
+    files = expand(
+        "results/acceptance/{model}/{file}",
+        model=ACCEPTANCE.models,
+        file=["acceptance.csv", "generation.csv", "acceptance.json"],
+    )
+    return files + (list(DEMO.files.values()) if DEMO else [])
 
 
 def archive_config_files():
@@ -147,7 +157,7 @@ def archive_config_files():
         files.append(SPEEDUP.acceptance_table)
     if paper_drawn():
         files.append(PAPER.table)
-    files += [settings.model_config_file(source) for source in models.values()]
+    files += [SETTINGS.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
 
@@ -209,14 +219,21 @@ def figure_inputs(wildcards):
         "hardware_table": SETTINGS.hardware_table,
         **paper_input(wildcards),
     }
-    roles = KINDS[wildcards.figure].roles
-    if "acceptance" in roles:
-        inputs["acceptance"] = MEASURE.acceptance_table
-    if "model_config" in roles:
-        inputs["model_config"] = settings.model_config_file(
+    kind = KINDS[wildcards.figure]
+    if "acceptance" in kind.roles:
+        inputs["acceptance"] = acceptance_table(wildcards)
+    if "generation" in kind.optional and ACCEPTANCE.generation(wildcards.model):
+        inputs["generation"] = ACCEPTANCE.generation(wildcards.model)
+    if "model_config" in kind.roles:
+        inputs["model_config"] = SETTINGS.model_config_file(
             MEASURE.models[wildcards.model]
         )
     return inputs
+
+
+def acceptance_table(wildcards):
+    """The table a model's trees come from: its measured one (rule acceptance), else measure.acceptance_table."""
+    return ACCEPTANCE.table(wildcards.model) or MEASURE.acceptance_table
 
 
 def kind_param(name, value):
@@ -226,7 +243,7 @@ def kind_param(name, value):
 
 def model_config(models):
     """Input function: the config.json of the wildcard's model among ``models`` (name -> source)."""
-    return lambda wildcards: settings.model_config_file(models[wildcards.model])
+    return lambda wildcards: SETTINGS.model_config_file(models[wildcards.model])
 
 
 def hardware_entry(wildcards):
@@ -272,13 +289,13 @@ def model_mem_mb(wildcards, modes=None):
     temporaries over the grid (on CUDA only what stays on the host), from analytic/memory.py.
     """
     source = MEASURE.models[wildcards.model]
-    dims = model_dims(source)
+    dims = SETTINGS.model_dims(source)
     modes = modes or MEASURE.modes
     q_lens = [1 if m == "ar" else int(m.split("-")[1]) for m in modes]
     heads = (
         0 if modes == ["ar"] else len(load_acceptance_table(MEASURE.acceptance_table))
     )
-    weights_read_on_host = bool(checkpoint_weights(source))
+    weights_read_on_host = bool(SETTINGS.model_weight_files(source))
     return memory.rule_mem_mb(
         dims,
         instantiated_layers(dims, MEASURE.layers, source),

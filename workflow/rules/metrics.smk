@@ -1,6 +1,7 @@
 """Measured ceilings of the local device, and measured rows joined with the cost model and the roofs.
 
-Names from common.smk: SETTINGS, MEASURE, GPU_JOBS, model_config, measured_csvs, microbench_csvs, script_code.
+Names from common.smk: SETTINGS, MEASURE, GPU_JOBS, acceptance_table, model_config, measured_csvs,
+microbench_csvs, script_code.
 """
 
 
@@ -33,7 +34,7 @@ rule metrics:
         microbench=microbench_csvs,
         ceilings="results/ceilings/{device}.json",
         hardware_table=SETTINGS.hardware_table,
-        acceptance=MEASURE.acceptance_table,
+        acceptance=acceptance_table,
         model_config=model_config(SETTINGS.measured_models),
         code=script_code("metrics.py"),
     output:

@@ -5,7 +5,7 @@ rule sweep:
     """Real decoding steps through the model on a KV cache, timed per op, for one mode."""
     input:
         spec="results/models/{model}/spec.json",
-        acceptance=MEASURE.acceptance_table,
+        acceptance=acceptance_table,
         code=script_code("sweep.py"),
     output:
         "results/measured/{model}/{device}/{mode}.csv",

@@ -47,6 +47,9 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/archive.smk"
 
 
+check_measuring_rules()
+
+
 rule all:
     default_target: True
     input:

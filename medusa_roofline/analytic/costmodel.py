@@ -191,6 +191,90 @@ def phase_shape(phase: str, candidates: int, kv_len: int) -> tuple[int, int]:
     raise ValueError(f"unknown phase {phase!r}; phases are init, ar, medusa")
 
 
+# ---------------------------------------------------------------------------------------------- moved bytes
+# The paper's accounting above counts each op's inputs read once and outputs written once, as the paper
+# defines the op. What follows counts the bytes the kernels this project launches for an op actually read
+# and write: every operand of every kernel it launches, once (re-reads inside one kernel, which caches
+# absorb or not, are not counted). The formulas mirror medusa_roofline/measure/attention.py and the
+# model's modules; tests/test_costmodel.py checks them against the ATen ops launched
+# (medusa_roofline/measure/traffic.py).
+
+UNMODELLED_KERNELS = ("MATH", "not compiled")
+"""Fused-backend kernels whose traffic is not modelled (SDPA's unfused MATH path, uncompiled flex): no
+moved-byte count is claimed for them."""
+
+
+def query_copied(b: int, n: int, heads: int, kv_heads: int) -> bool:
+    """Whether the grouped-query GEMM operand ``[b·H_kv, g·n, d]`` needs a copy of Q as the projection
+    leaves it (``[b, n, H, d]``-strided): yes for n > 1 unless b = 1 and MHA (then it is a strided view)."""
+    return n > 1 and (b > 1 or heads != kv_heads)
+
+
+def tree_masked_keys(phase: str, n: int) -> int:
+    """Key columns the eager path adds the additive mask to: none for ar (its mask hides nothing), the
+    tree's last n - 1 for a Medusa step (cached keys and the root are visible to every tree query)."""
+    return max(n - 1, 0) if phase == "medusa" else 0
+
+
+def eager_qk_moved(b: int, n: int, s: int, heads: int, kv_heads: int, d: int, e: int, masked_keys: int = 0) -> int:
+    """``eager_qk``: the GEMM reads Q and K and writes the scores (= the counted bytes), plus a copy of Q
+    (read + write) when :func:`query_copied`, plus the in-place mask add over ``masked_keys`` columns
+    (scores read + written, the mask ``[b, 1, n, ·]`` read)."""
+    copy = 2 * b * heads * n * d if query_copied(b, n, heads, kv_heads) else 0
+    mask = 2 * b * heads * n * masked_keys + b * n * masked_keys
+    return qk(b, n, s, heads, kv_heads, d, e).bytes + e * (copy + mask)
+
+
+def sdpa_moved(b: int, n: int, s: int, heads: int, kv_heads: int, d: int, e: int, masked: bool) -> int:
+    """One fused SDPA call: Q, K, V read, O written, and the additive mask as prepared (``[b, 1, g·n, s]``
+    in the query dtype: repeated over the query group for GQA) read once when the point has one. The
+    grouped view of Q is made when the point is prepared, outside the timed call."""
+    mask = b * (heads // kv_heads) * n * s if masked else 0
+    return attention_fused(b, n, s, heads, kv_heads, d, e).bytes + e * mask
+
+
+def medusa_heads_moved(dims: ModelDims, b: int, n: int, e: int, num_heads: int,
+                       head_layers: int = MEDUSA_HEAD_LAYERS) -> int:
+    """``MedusaHeads.forward`` on b x n tokens: per head and residual block a biased linear (its counted
+    bytes + the bias), SiLU (read + write) and the residual add (two reads, one write), then the vocabulary
+    projection (counted); finally ``torch.stack`` copies every head's logits (read + write)."""
+    t, h = b * n, dims.hidden
+    per_block = linear(b, n, h, h, e).bytes + e * (h + 2 * t * h + 3 * t * h)
+    per_head = head_layers * per_block + linear(b, n, h, dims.vocab, e).bytes
+    return num_heads * per_head + e * 2 * num_heads * t * dims.vocab
+
+
+def moved_bytes(op: str, phase: str, dims: ModelDims, b: int, n: int, s: int, e: int, layers: int, num_heads: int,
+                head_layers: int = MEDUSA_HEAD_LAYERS, backend: str = "eager", kernel: str = "") -> int | None:
+    """Bytes the kernels of one measured row's op move (see the comment above); None where not modelled.
+
+    Linears (and lm_head): one GEMM, = the counted bytes. Eager ``qk``: :func:`eager_qk_moved`;
+    ``softmax`` and ``pv``: one kernel reading and writing what the paper counts (= counted).
+    Fused ``attn``: sdpa :func:`sdpa_moved`; compiled flex Q, K, V, O (the block mask's few index
+    bytes not counted); SDPA's MATH kernel and uncompiled flex: None. ``medusa_heads``:
+    :func:`medusa_heads_moved`. ``step``: every timed op's moved bytes times its calls; the glue no op
+    row covers (the ``remainder``: embedding, norms, RoPE, residual adds, SiLU·up, KV-cache writes) is not
+    modelled. Ops in :data:`UNCOUNTED_OPS`: ConfigError, like :func:`row_cost`'s ValueError.
+    """
+    if op in LAYER_LINEAR_OPS or op in ("lm_head", "softmax", "pv"):
+        return op_cost(op, dims, b, n, s, e).bytes
+    if op == "qk":
+        return eager_qk_moved(b, n, s, dims.heads, dims.kv_heads, dims.head_dim, e, tree_masked_keys(phase, n))
+    if op == FUSED_ATTENTION_OP:
+        if any(k in kernel for k in UNMODELLED_KERNELS):
+            return None
+        if backend == "sdpa":
+            return sdpa_moved(b, n, s, dims.heads, dims.kv_heads, dims.head_dim, e, phase == "medusa")
+        return attention_fused(b, n, s, dims.heads, dims.kv_heads, dims.head_dim, e).bytes
+    if op == "medusa_heads":
+        return medusa_heads_moved(dims, b, n, e, num_heads, head_layers)
+    if op == "step":
+        ops = [o for o, _ in measured_ops(phase) if o != "step" and o not in UNCOUNTED_OPS]
+        per = {o: moved_bytes(o, phase, dims, b, n, s, e, layers, num_heads, head_layers) for o in ops}
+        return sum(v * (layers if o in LAYER_OPS else 1) for o, v in per.items())
+    raise ConfigError(f"measured rows: no moved-byte count for op {op!r}")
+
+
 def attainable_flops(oi: float, peak_flops: float, bandwidth: float) -> float:
     """Roofline: min(compute roof, bandwidth × OI)."""
     return min(peak_flops, bandwidth * oi)

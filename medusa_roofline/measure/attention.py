@@ -1,13 +1,17 @@
 """Attention backends for the qk/pv measurements: the paper's eager path beside two fused kernels.
 
 * ``eager`` — three separate steps, what the analytic *unfused* model counts: ``qk`` (Q·Kᵀ, the
-  b·H·n·s score matrix written to memory), ``softmax`` (additive mask, float32 softmax, cast back)
-  and ``pv`` (P·V). The 1/√d scale is folded into the one pass over Q that the batched GEMM needs
-  anyway (Q arrives ``[b, n, H, d]``-strided from the projection; :func:`eager_qk` writes it once,
-  scaled and contiguous), so ``qk`` is exactly one GEMM writing the scores. Hugging Face's eager
-  attention instead multiplies the *scores* by the scale in a second pass (2 x score-matrix traffic
-  that no roofline model counts); the results agree to rounding. GQA: Q is viewed as
-  ``[b, H_kv, g·n, d]`` so each KV head is read once, never materialised ``g`` times.
+  b·H·n·s score matrix written to memory), ``softmax`` and ``pv`` (P·V), each moving as little as
+  PyTorch allows: the 1/√d scale is the GEMM's ``alpha`` (no pass over Q or the scores), the additive
+  mask is added in place only over the columns it changes (none for ar; the tree's last n - 1 columns
+  for Medusa), and softmax reads and writes the scores once in their own dtype (float32 accumulation
+  inside the kernel). Hugging Face's eager attention instead scales the *scores* in a second pass,
+  adds the mask over every score and runs softmax in float32 with a cast back (in float16 about 20 B
+  per score element after the GEMM, against the 4 B softmax is counted for); the results agree to
+  rounding. GQA: Q is viewed as ``[b, H_kv, g·n, d]``
+  so each KV head is read once, never materialised ``g`` times; that view copies Q once when its
+  layout needs it (:func:`grouped_query`). What each op moves is counted per backend by
+  :func:`medusa_roofline.analytic.costmodel.moved_bytes`.
 * ``sdpa`` — :func:`torch.nn.functional.scaled_dot_product_attention` with the tree mask (additive,
   in the query dtype, so no per-call mask conversion) or no mask for ``ar``. The kernel that runs is
   chosen explicitly: the first of :data:`SDPA_PREFERENCE` (FLASH → EFFICIENT → CUDNN → MATH) that
@@ -58,6 +62,7 @@ import torch._dynamo
 import torch._dynamo.utils
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import FlexKernelOptions, create_block_mask, flex_attention
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..analytic.costmodel import FUSED_ATTENTION_OP as FUSED_OP
 from ..core.devices import as_device, is_oom
@@ -85,30 +90,68 @@ def tolerance(dtype) -> dict:
 # ------------------------------------------------------------------------------ eager building blocks
 
 
-def eager_qk(query, key, scaling: float):
-    """Scores ``[b, H, n, s]`` = (scaling·Q)·Kᵀ: one pass writing Q scaled and contiguous, one GEMM.
+_MASKED_FROM = WeakIdKeyDictionary()
+"""mask tensor -> (version, first key column it changes): found once per mask, never inside a timed call."""
 
-    ``query [b, H, n, d]`` (any strides), ``key [b, H_kv, s, d]``; H = g·H_kv, query head j·g + r uses
-    KV head j (``repeat_kv``'s grouping), so one batched GEMM over ``[b, H_kv, g·n, d]`` reads K once.
+
+def masked_from(mask) -> int | None:
+    """First key column where the additive ``mask [.., n, keys]`` is non-zero anywhere (None: adding it
+    changes nothing, e.g. ar's all-zero mask).
+
+    Columns before it are exactly zero, so adding only ``mask[..., col:]`` gives the same scores. A
+    Medusa step's mask is zero over the cached keys and over the tree root's column, so only the last
+    n - 1 columns are added. Computed on the first call for a mask object and remembered while the
+    object lives (and its version counter, where it has one, is unchanged): the search never runs
+    inside a timed repetition.
     """
+    if mask is None:
+        return None
+    version = None if mask.is_inference() else mask._version
+    known = _MASKED_FROM.get(mask)
+    if known is not None and known[0] == version:
+        return known[1]
+    touched = (mask != 0).reshape(-1, mask.shape[-1]).any(dim=0).nonzero()
+    col = int(touched[0, 0]) if touched.numel() else None
+    _MASKED_FROM[mask] = (version, col)
+    return col
+
+
+def grouped_query(query, kv_heads: int):
+    """Q ``[b, H, n, d]`` as the batched GEMM's ``[b·H_kv, g·n, d]`` operand (query head j·g + r uses KV
+    head j, ``repeat_kv``'s grouping): a view where the layout allows one (n = 1, or b = 1 with MHA, for
+    Q as the projection leaves it, ``[b, n, H, d]``-strided), else one contiguous copy."""
     b, heads, n, d = query.shape
-    kv_heads, keys = key.shape[1], key.shape[2]
     if heads % kv_heads:
         raise ValueError(f"query heads {heads} is not a multiple of key/value heads {kv_heads}")
-    if query.requires_grad:  # out= does not support autograd; the measured paths run in inference mode
-        q = (query * scaling).contiguous()
-    else:
-        q = torch.empty((b, heads, n, d), dtype=query.dtype, device=query.device)
-        torch.mul(query, scaling, out=q)
-    grouped = q.view(b, kv_heads, (heads // kv_heads) * n, d)
-    return torch.matmul(grouped, key.transpose(2, 3)).view(b, heads, n, keys)
+    return query.reshape(b * kv_heads, (heads // kv_heads) * n, d)
 
 
-def eager_softmax(scores, mask, dtype):
-    """Add the additive mask (if any), softmax over keys in float32, cast back to ``dtype``."""
-    if mask is not None:
-        scores = scores + mask
-    return torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+def eager_qk(query, key, scaling: float, mask=None):
+    """Scores ``[b, H, n, s]`` = scaling·Q·Kᵀ (+ the additive ``mask``): one GEMM writes them.
+
+    ``query [b, H, n, d]`` (any strides), ``key [b, H_kv, s, d]``. The scale is the GEMM's ``alpha``
+    (``baddbmm_`` with ``beta = 0`` into a fresh buffer: nothing is read from it), so no pass scales Q
+    or the scores; K is read once per KV head (grouped-query view, :func:`grouped_query`). The mask is
+    added in place only over the columns it changes (:func:`masked_from`: none for ar, the last n - 1
+    tree columns for a Medusa step), not as a pass over every score.
+    """
+    b, heads, n, _ = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    q = grouped_query(query, kv_heads)
+    k = key.reshape(b * kv_heads, keys, key.shape[3])
+    scores = torch.empty((b * kv_heads, q.shape[1], keys), dtype=query.dtype, device=query.device)
+    scores.baddbmm_(q, k.transpose(1, 2), beta=0.0, alpha=scaling)
+    scores = scores.view(b, heads, n, keys)
+    col = masked_from(mask)
+    if col is not None:
+        scores[..., col:].add_(mask[..., col:])
+    return scores
+
+
+def eager_softmax(scores):
+    """Softmax over keys, read once and written once in the scores' dtype: PyTorch's softmax kernels
+    accumulate 16-bit inputs in float32 inside the kernel, so no float32 copy of the scores is made."""
+    return torch.softmax(scores, dim=-1)
 
 
 def eager_pv(probs, value):
@@ -151,13 +194,12 @@ class PreparedAttention:
 def prepare_eager(query, key, value, mask, scaling: float) -> PreparedAttention:
     """The three eager ops on fixed inputs: qk from Q/K, softmax from the stored scores, pv from the
     stored probabilities (so each can be timed alone)."""
-    dtype = query.dtype
-    scores = eager_qk(query, key, scaling)
-    probs = eager_softmax(scores, mask, dtype)
+    scores = eager_qk(query, key, scaling, mask)
+    probs = eager_softmax(scores)
     out = eager_pv(probs, value).transpose(1, 2).contiguous()
     calls = {
-        "qk": lambda: eager_qk(query, key, scaling),
-        "softmax": lambda: eager_softmax(scores, mask, dtype),
+        "qk": lambda: eager_qk(query, key, scaling, mask),
+        "softmax": lambda: eager_softmax(scores),
         "pv": lambda: eager_pv(probs, value),
     }
     return PreparedAttention("eager", EAGER_KERNEL, calls, out)

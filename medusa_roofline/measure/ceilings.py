@@ -7,6 +7,12 @@
   often the closer match; the measured roof is the larger of the two medians.
 * **Matmul peak.** ``a @ b`` of two ``n x n`` matrices, ``2 n^3`` FLOPs, in the sweep's dtype (CPU:
   also float32 and bfloat16, so both CPU sweep dtypes have a roof).
+* **Launch floor.** The shortest time an op can be timed at here: the timer with nothing between its
+  marks (:func:`~medusa_roofline.measure.timing.empty_region`) and a one-element kernel (``x.add_(1)``)
+  timed exactly as every op is; ``launch_floor.floor_s`` is the larger median. The metrics flag points
+  within 1.5x of it as launch-bound.
+* **Threads.** ``threads`` is the intra-op thread count everything here ran with; the measuring jobs
+  all set the same one (``measure.threads``), and the metrics flag CPU rows timed with another.
 
 Every figure is timed with :func:`medusa_roofline.measure.timing.time_callable`: warm-up calls, then
 ``reps`` repetitions; CUDA uses CUDA events and zeroes a buffer >= 2x the L2 before each repetition
@@ -30,7 +36,7 @@ import torch
 from ..core.devices import resolve_device
 from ..core.dtypes import canonical_dtype
 from ..core.provenance import cpu_model
-from .timing import release_flush_buffers, time_callable
+from .timing import empty_region, release_flush_buffers, time_callable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ DEFAULTS = {
     "cuda": {"copy_bytes": 1024 * MIB, "matmul_n": 8192},
 }
 CPU_EXTRA_DTYPES = ("float32", "bfloat16")
+
+
 def throughput_stats(work: float, stats) -> dict:
     """Work per second from time order statistics (median, and p10/p90 swapped from time)."""
     return {
@@ -130,6 +138,16 @@ def measure_matmul(dev, dtype: str, n: int, reps: int, warmup: int, flush_l2: bo
     return dict(throughput_stats(flops, stats), n=n, flops_per_rep=flops, what=f"{n}x{n} @ {n}x{n}, {dtype}")
 
 
+def measure_launch_floor(dev, reps: int, warmup: int, flush_l2: bool = True) -> dict:
+    """Timer floor and one-element kernel (timed like every op: warm-up, L2 flush per rep); ``floor_s``."""
+    empty = empty_region(dev, reps=max(reps, 20), warmup=warmup, flush_l2=flush_l2)
+    x = torch.zeros(1, device=dev)
+    tiny = time_callable(lambda: x.add_(1), dev, warmup, max(reps, 20), flush_l2, op="launch floor")
+    kernel = {"median": tiny.median, "p10": tiny.p10, "p90": tiny.p90, "reps": tiny.reps,
+              "what": "x.add_(1) on one element, timed as ops are"}
+    return {"empty_region": empty, "one_element_kernel": kernel, "floor_s": max(tiny.median, empty["median"])}
+
+
 def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3, copy_bytes: int | None = None,
                      matmul_n: int | None = None, extra_dtypes=None, flush_l2: bool = True) -> dict:
     """Measure the local device's roofs; a JSON-able dict.
@@ -139,7 +157,8 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     ``bandwidth`` {``copy``, ``read``: median/p10/p90 B/s and the times behind them},
     ``matmul`` {dtype: median/p10/p90 FLOP/s}, and the headline roofs ``bandwidth_bytes_per_s``
     (larger of the copy and read medians; ``bandwidth_kind`` says which) and ``peak_flops_per_s``
-    (matmul median in ``dtype``), plus ``settings`` (sizes, reps, warm-up).
+    (matmul median in ``dtype``), ``launch_floor`` (:func:`measure_launch_floor`), plus ``settings``
+    (sizes, reps, warm-up).
     """
     dev = resolve_device(device)
     defaults = DEFAULTS[dev.type]
@@ -158,6 +177,7 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     with torch.inference_mode():
         bandwidth = measure_bandwidth(dev, copy_bytes, reps, warmup, flush_l2)
         matmul = {dt: measure_matmul(dev, dt, matmul_n, reps, warmup, flush_l2) for dt in dtypes}
+        floor = measure_launch_floor(dev, reps, warmup, flush_l2)
     if dev.type == "cuda":
         release_flush_buffers()
         torch.cuda.empty_cache()
@@ -169,6 +189,7 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
         bandwidth_bytes_per_s=bandwidth[kind]["median"],
         bandwidth_kind=kind,
         peak_flops_per_s=matmul[main]["median"],
+        launch_floor=floor,
         settings={"reps": reps, "warmup": warmup, "copy_bytes": copy_bytes, "matmul_n": matmul_n,
                   "flush_l2": flush_l2, "dtypes": dtypes},
     )

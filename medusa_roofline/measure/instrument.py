@@ -23,21 +23,21 @@ def timed_attention_forward(module, query, key, value, attention_mask, scaling, 
     """transformers' ``eager_attention_forward`` split into separately timed qk / softmax / pv.
 
     Shapes: query ``[b, H, n, d]``, key/value ``[b, H_kv, keys, d]`` (already extended by the
-    cache). The steps are :mod:`.attention`'s eager ops: ``qk`` = (scaling·Q)·Kᵀ — the scale is
-    folded into the one pass over Q that the batched GEMM needs anyway, so qk is one GEMM writing
-    the scores, what the unfused cost model counts (transformers scales the *scores* in a second
-    pass; the results agree to rounding); ``softmax`` = add the additive mask, softmax in float32,
-    cast back to the query dtype; ``pv = P @ V``. For GQA (H = g * H_kv) K/V are *not*
-    materialised ``g`` times as ``repeat_kv`` does: Q is viewed as ``[b, H_kv, g*n, d]`` (query head
-    h = j*g + r uses KV head j, the same grouping as ``repeat_kv``), so one matmul per KV head reads
-    K/V once; scores/probabilities are viewed back as ``[b, H, n, keys]`` at no cost. Returns
-    ``(attn_output [b, n, H, d], attn_weights)`` like eager. Each step is timed only while an
-    :class:`OpTimer` is active.
+    cache). The steps are :mod:`.attention`'s eager ops, which move as little as PyTorch allows:
+    ``qk`` = one GEMM writing scaling·Q·Kᵀ (the scale is the GEMM's alpha; transformers scales the
+    *scores* in a second pass) plus the additive mask added in place over the columns it changes
+    only (none for ar, the tree's last n - 1 for Medusa); ``softmax`` reads and writes the scores
+    once in the query dtype (float32 accumulation inside the kernel); ``pv = P @ V``. For GQA
+    (H = g * H_kv) K/V are *not* materialised ``g`` times as ``repeat_kv`` does: Q is viewed as
+    ``[b, H_kv, g*n, d]`` (query head h = j*g + r uses KV head j, the same grouping as ``repeat_kv``),
+    so one matmul per KV head reads K/V once; scores/probabilities are viewed back as
+    ``[b, H, n, keys]`` at no cost. Returns ``(attn_output [b, n, H, d], attn_weights)`` like eager;
+    the results agree with it to rounding. Each step is timed only while an :class:`OpTimer` is active.
     """
     with maybe_op("qk"):
-        scores = eager_qk(query, key, scaling)
+        scores = eager_qk(query, key, scaling, attention_mask)
     with maybe_op("softmax"):
-        probs = eager_softmax(scores, attention_mask, query.dtype)
+        probs = eager_softmax(scores)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     with maybe_op("pv"):
         out = eager_pv(probs, value)

@@ -119,6 +119,16 @@ class Stats:
         return asdict(self)
 
 
+def use_threads(threads: int | None) -> int:
+    """Fix the CPU intra-op threads every timer of this process runs with (``torch.set_num_threads``);
+    None leaves them as they are. Returns the count in effect, which rows and ceilings record."""
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 _FLUSH_BUFFERS: dict = {}
 
 

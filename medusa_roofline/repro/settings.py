@@ -59,6 +59,7 @@ class Measure:
     warmup: int
     acceptance_table: str
     max_memory_bytes: int | None
+    threads: int = 1  # CPU threads every measuring job times with (ceilings, sweep, micro-benchmark)
 
     @property
     def modes(self) -> list[str]:
@@ -286,6 +287,13 @@ def resolve_analytic(section: dict, table: dict) -> Analytic:
                     batch=grid(section["batch"]), kv_len=grid(section["kv_len"]))
 
 
+def timing_threads(value) -> int:
+    """``measure.threads``: the CPU threads of every measuring job; null = every CPU this process may run on."""
+    if value is not None:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_measure(section: dict, acceptance: str) -> Measure:
     models = model_sources(section["models"], "measure.models")
     device = torch_device(section)
@@ -309,6 +317,7 @@ def resolve_measure(section: dict, acceptance: str) -> Measure:
         layers=section.get("layers"), candidates=grid(section["candidates"]), batch=grid(section["batch"]),
         kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
         acceptance_table=acceptance, max_memory_bytes=None if cap is None else int(cap * 2**30),
+        threads=timing_threads(section.get("threads")),
     )
 
 

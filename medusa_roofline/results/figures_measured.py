@@ -27,20 +27,38 @@ from .metrics import provenance_label
 from .paper_table import PaperTable
 from .roofline import POINT_COLUMNS, data_limits, draw_measured_roofs, new_axes, scatter_series
 
-MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "sanity"]
+MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "bytes_moved", "oi_moved", "launch_bound",
+                  "sanity"]
+LAUNCH_LABEL = "launch-bound (time ≤ 1.5x launch floor, or flat while bytes grow)"
 
 
 def measured_point_frame(sel: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
-    """Metrics rows -> POINT_COLUMNS (+ bench, dtype, shapes run, time, sanity); y = achieved FLOP/s."""
+    """Metrics rows -> POINT_COLUMNS (+ bench, dtype, shapes run, time, moved bytes, launch flag, sanity).
+
+    x = ``oi`` is the paper's accounting (``oi_counted``, ``bytes`` = ``bytes_counted``), so measured dots
+    sit where the paper's chart puts the same op; y = achieved FLOP/s."""
     sel = sel.copy()
     sel["source"] = "measured"
     sel["hardware"] = hardware
     sel["flops_per_s"] = sel["achieved_flops_per_s"]
+    sel["oi"] = sel["oi_counted"]
+    sel["bytes"] = sel["bytes_counted"]
     sel["provenance"] = [provenance_label(r) for _, r in sel.iterrows()]
     for col in MEASURED_EXTRA:
         if col not in sel.columns:
-            sel[col] = ""
+            sel[col] = False if col == "launch_bound" else ""
+    sel["launch_bound"] = sel["launch_bound"].fillna(False).astype(bool)
     return sel[POINT_COLUMNS + MEASURED_EXTRA].reset_index(drop=True)
+
+
+def mark_launch_bound(ax, points: pd.DataFrame, x: str = "oi", y: str = "flops_per_s", marker_size: float = 18):
+    """A dark ring around every launch-bound point (their time is overhead, not traffic); returns the
+    legend handle, or None when there is no such point."""
+    pts = points[points["launch_bound"]]
+    if not len(pts):
+        return None
+    return ax.scatter(pts[x], pts[y], s=marker_size * 3.2, facecolors="none", edgecolors="0.1", linewidths=0.8,
+                      marker="o", label=LAUNCH_LABEL, zorder=5)
 
 
 def _backend(frame: pd.DataFrame) -> pd.Series:
@@ -102,6 +120,7 @@ def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardw
     styles = roofline.candidate_styles(points, marker_size)
     if len(points):
         scatter_series(ax, points, styles, roofline.series_order(points))
+        mark_launch_bound(ax, points, marker_size=marker_size)
     else:
         ax.text(0.5, 0.5, "no measured qk/pv rows", transform=ax.transAxes, ha="center")
     roofline.draw_paper_boxes(ax, boxes, points, styles)
@@ -167,6 +186,7 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
         ax.scatter(pts["oi"], pts["flops_per_s"], s=marker_size, color=color, label=name,
                    marker=backend_marker(first["attention_backend"]), edgecolor=style.edge_color(color), linewidth=0.5,
                    zorder=3 if first["attention_backend"] == "eager" else 4, gid=roofline.DATA_GID)
+    ring = mark_launch_bound(ax, points, marker_size=marker_size)
     handles = [ln for ln in ax.lines if not ln.get_label().startswith("_")]  # the roofs
     labels = [h.get_label() for h in handles]
     for be in dict.fromkeys(points["attention_backend"]):
@@ -178,6 +198,9 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
     for c in cands:
         handles.append(Line2D([], [], ls="", marker="o", color=cand_color[c], ms=5))
         labels.append(f"Medusa (# cand.: {c})")
+    if ring is not None:
+        handles.append(ring)
+        labels.append(LAUNCH_LABEL)
     if not len(points):
         ax.text(0.5, 0.5, "no measured qk/pv or attn rows", transform=ax.transAxes, ha="center")
     elif set(points["attention_backend"]) == {"eager"}:
@@ -188,8 +211,9 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
 
 
 def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", hardware: str = "") -> pd.DataFrame:
-    """Per op: achieved FLOP/s (y) against the cost model's bound at the same OI (x, ``roof`` roofs)."""
-    col = {"measured": "roof_measured_flops_per_s", "spec": "roof_spec_flops_per_s"}[roof]
+    """Per op: achieved FLOP/s (y) against the cost model's bound at the OI of the bytes its kernels move
+    (x, ``roof`` roofs: ``roof_*_flops_per_s_moved``)."""
+    col = {"measured": "roof_measured_flops_per_s_moved", "spec": "roof_spec_flops_per_s_moved"}[roof]
     sel = metrics[metrics[col].notna()].copy() if col in metrics.columns else metrics.iloc[0:0].copy()
     bench = sel["bench"] if "bench" in sel.columns else pd.Series("sweep", index=sel.index)
     label = [op if be == "eager" else f"{op} {be}" for op, be in zip(sel["op"], _backend(sel))]
@@ -238,8 +262,9 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
     ax.plot(line, line * 0.1, ":", color="0.5", lw=0.8, label="10 % of bound", zorder=1)
     scatter_series(ax, points, styles, sorted(names, key=lambda n: styles[n].zorder), x="bound_flops_per_s",
                    y="flops_per_s")
+    mark_launch_bound(ax, points, x="bound_flops_per_s", marker_size=marker_size)
     which = "measured ceilings" if roof == "measured" else "datasheet"
-    ax.set_xlabel(f"Analytic bound (FLOP/s): cost model x {which}")
+    ax.set_xlabel(f"Analytic bound (FLOP/s): moved bytes x {which}")
     ax.set_ylabel("Measured (FLOP/s)")
     ax.set_title(title)
     roofline.place_legend(ax, ncol=2)

@@ -217,8 +217,8 @@ def _speedup_measured(inputs: dict, params: dict):
     return figures_measured.speedup_figure(
         pd.concat([df for df in (measured, overlay) if len(df)] or [measured], ignore_index=True),
         title,
-        f"measured step times (markers, p10-p90 bars) vs analytic roofline at the measured roofs (dashed), "
-        f"batch {batch}, {dtype}; tokens/step: {sources}",
+        f"measured step latency x {sources} (markers; bars: the step times' p10-p90) vs analytic roofline at "
+        f"the measured roofs (dashed), batch {batch}, {dtype}",
         _size(params),
     )
 

@@ -219,6 +219,8 @@ def with_boxes(points: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
     for col in columns:
         dtype = (points if col in points.columns else boxes)[col].dtype
         dtype = "Int64" if pd.api.types.is_integer_dtype(dtype) else dtype
+        if pd.api.types.is_bool_dtype(dtype) and col not in boxes.columns:
+            right[col] = False  # a flag of the markers (e.g. launch_bound): not set on a paper box
         left[col], right[col] = left[col].astype(dtype), right[col].astype(dtype)
     return pd.concat([left, right], ignore_index=True)
 

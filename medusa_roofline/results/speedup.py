@@ -25,8 +25,14 @@ speedup(c, seq_len) = E[tokens per step | tree of c candidates] / (T_medusa(c) /
   table`` (per-head acceptance measured from a local model, :mod:`..decoding.acceptance`), ``given
   table`` (any other table), all through the independence formula above; or ``real generation``:
   the tokens per step real Medusa generation reached with that tree on the measured prompts (no
-  independence assumption). ``speedup_p10``/``speedup_p90`` bound the speedup by the step times'
-  p10/p90 (AR fast and Medusa slow for the low end, and the reverse).
+  independence assumption). What is measured is the step latency only, so each series is named for
+  what was timed and what was assumed: ``seq_len S (measured step latency x <acceptance source>)``.
+* **Error bars** (``speedup_p10``, ``speedup_p90``): ``E x T_ar,p10 / T_medusa,p90`` and
+  ``E x T_ar,p90 / T_medusa,p10``, the ratio with both step times at opposite ends of their own
+  p10-p90 ranges (each from the sweep's repetitions; scaled to the model's depth like the medians).
+  The two steps are timed independently, so this band is wider than the ratio's own p10-p90 would be:
+  two runs whose bands do not overlap differ by more than their timing noise. The tokens per step are
+  taken as exact (their uncertainty is not in the bars).
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ COLUMNS = [
 MEASURED_COLUMNS = COLUMNS + ["acceptance", "speedup_p10", "speedup_p90"]
 SHIPPED, MEASURED_TABLE, GIVEN, REAL = "shipped table", "measured table", "given table", "real generation"
 ACCEPTANCE_SOURCES = (SHIPPED, MEASURED_TABLE, GIVEN, REAL)
+TIMED = "measured step latency"
+"""What a measured speedup series timed; its name is ``<TIMED> x <acceptance source>``."""
 ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
 
 
@@ -136,7 +144,7 @@ def _step_times(group: pd.DataFrame, model_layers: int | None) -> tuple[dict[str
     times = {"median": median}
     for q in ("p10", "p90"):
         col = f"time_s_{q}"
-        ok = col in group.columns and group.loc[group["op"] == "step", col].notna().all()
+        ok = col in group.columns and group.loc[group["op"].isin(["step", "lm_head", "medusa_heads"]), col].notna().all()
         times[q] = _full_depth_step(group, model_layers, col)[0] if ok else median
     return times, how
 
@@ -156,7 +164,7 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
 
     Tokens per step come from ``table`` (labelled ``acceptance``: shipped / measured / given table)
     and, for every tree size in ``generation`` (real Medusa generation), also from there
-    (``real generation`` rows). Series are ``seq_len S (<acceptance source>)``."""
+    (``real generation`` rows). Series are ``seq_len S (measured step latency x <acceptance source>)``."""
     if acceptance not in ACCEPTANCE_SOURCES or acceptance == REAL:
         raise ValueError(f"acceptance {acceptance!r} must be one of {SHIPPED}, {MEASURED_TABLE}, {GIVEN}")
     table = np.asarray(table, dtype=np.float64)
@@ -185,7 +193,8 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
                 sources.append((REAL, real[int(c)]))
             for label, tokens in sources:
                 rows.append({
-                    "series": f"seq_len {s} ({label})", "source": "measured", "model": model, "hardware": hardware,
+                    "series": f"seq_len {s} ({TIMED} x {label})", "source": "measured", "model": model,
+                    "hardware": hardware,
                     "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
                     "expected_tokens": tokens, "step_time_ar_s": t_ar["median"],
                     "step_time_medusa_s": t_md["median"], "latency_ratio": t_md["median"] / t_ar["median"],
@@ -195,3 +204,13 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
                     "speedup_p90": tokens * t_ar["p90"] / t_md["p10"],
                 })
     return pd.DataFrame(rows, columns=MEASURED_COLUMNS)
+
+
+def bands_agree(first: pd.DataFrame, second: pd.DataFrame, keys=("model", "device", "batch", "kv_len", "candidates",
+                                                                  "acceptance")) -> pd.DataFrame:
+    """Two runs' measured speedups side by side, with ``agree``: their p10-p90 bands overlap."""
+    keys = [k for k in keys if k in first.columns and k in second.columns]
+    cols = keys + ["speedup", "speedup_p10", "speedup_p90"]
+    both = first[cols].merge(second[cols], on=keys, suffixes=("_1", "_2"))
+    both["agree"] = (both["speedup_p10_1"] <= both["speedup_p90_2"]) & (both["speedup_p10_2"] <= both["speedup_p90_1"])
+    return both

@@ -8,7 +8,7 @@ archive collect, then the helpers the rules call.
 from pathlib import Path
 
 from medusa_roofline.analytic import memory
-from medusa_roofline.core.codedeps import module_files
+from medusa_roofline.core.codedeps import module_closure, module_files
 from medusa_roofline.core.dtypes import DTYPE_BYTES
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import load_acceptance_table
@@ -45,6 +45,8 @@ FIGURE_TARGETS = {
 """Where the figures of each kind's `targets` are: (model, hardware or device) pairs."""
 # Measuring jobs on CUDA hold the `gpu` resource (one at a time per GPU).
 GPU_JOBS = 0 if MEASURE.device == "cpu" else 1
+TIMING_MODULE = "medusa_roofline.measure.timing"
+"""A rule whose script imports this module times something: it is a measuring rule (measuring_threads)."""
 
 
 wildcard_constraints:
@@ -178,6 +180,49 @@ def resolved_summary():
 
 
 # ---- helpers the rules call -------------------------------------------------------------------
+
+
+def run_cores():
+    """The cores this run schedules on (--cores), or None where it has no local limit (Slurm without --cores)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+def measuring_threads():
+    """`threads:` of every measuring rule: every core of the run, so the scheduler starts one only when no
+    other job runs and starts nothing beside it (it subtracts a running job's threads from the free cores).
+    Where the run has no local core limit (a cluster executor), the timing thread count, the CPUs Slurm
+    gives the job (its node exclusively: profiles/slurm). Never fewer than measure.threads."""
+    cores = run_cores()
+    return max(MEASURE.threads, cores or 0)
+
+
+def check_measuring_rules():
+    """Stop before any job when a rule whose script times something (imports measure/timing.py) could share
+    the machine: it must ask for measuring_threads(), undiminished by --set-threads or --max-threads."""
+    max_threads = workflow.resource_settings.max_threads
+    cores = run_cores()
+    if cores and max_threads is not None and max_threads < cores:
+        raise WorkflowError(
+            f"--max-threads {max_threads} is below --cores {cores}: measuring jobs ask for every core so that "
+            "nothing runs beside a timer; drop --max-threads (or lower --cores to it)"
+        )
+    for rule in workflow.rules:
+        if not rule.script:
+            continue
+        script = Path(workflow.basedir) / "scripts" / Path(rule.script).name
+        if TIMING_MODULE not in module_closure(script):
+            continue
+        threads = rule.resources["_cores"]
+        threads = getattr(threads, "value", threads)
+        if threads != measuring_threads():
+            raise WorkflowError(
+                f"rule {rule.name} times something ({script.name} imports {TIMING_MODULE}) but asks for "
+                f"threads={threads}, not every core of the run ({measuring_threads()}): other jobs could run "
+                "beside its timer; declare `threads: measuring_threads()` and do not --set-threads it"
+            )
 
 
 def script_code(script):

@@ -17,9 +17,11 @@ rule ceilings:
         "results/benchmarks/ceilings/{device}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
     params:
+        threads=MEASURE.threads,
         device=MEASURE.device,
         dtype=MEASURE.dtype,
         ceilings=vars(SETTINGS.ceilings),

@@ -15,10 +15,12 @@ rule sweep:
         "results/benchmarks/sweep/{model}/{device}/{mode}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
         mem_mb=sweep_mem_mb,
     params:
+        threads=MEASURE.threads,
         source=lambda w: MEASURE.models[w.model],
         device=MEASURE.device,
         dtype=MEASURE.dtype,
@@ -47,10 +49,12 @@ rule microbench:
         "results/benchmarks/microbench/{model}/{device}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
         mem_mb=microbench_mem_mb,
     params:
+        threads=MEASURE.threads,
         source=lambda w: MICROBENCH.models[w.model],
         device=MEASURE.device,
         dtype=MEASURE.dtype,

@@ -152,9 +152,10 @@ def test_attn_row_is_counted_with_the_fused_bound():
     out = compute_metrics(pd.DataFrame([row]), {"small": SMALL}, CEILINGS, None).iloc[0]
     b, h, hkv, n, s, d, e = 2, 2, 1, 3, 10, 2, 2
     assert out["flops"] == 2 * (2 * b * h * n * s * d) + 5 * b * h * n * s  # qk + pv + softmax
-    assert out["bytes"] == e * (2 * b * h * n * d + 2 * b * hkv * s * d)  # Q, K, V read once, O written once
+    assert out["bytes_counted"] == e * (2 * b * h * n * d + 2 * b * hkv * s * d)  # Q, K, V read, O written once
+    assert out["bytes_moved"] == out["bytes_counted"] + e * b * h * n * s  # + the tree mask, repeated over the group
     unfused = sum(costmodel.op_cost(op, SMALL, b, n, s, e).bytes for op in ("qk", "softmax", "pv"))
-    assert out["bytes"] < unfused and out["flops"] == sum(
+    assert out["bytes_counted"] < unfused and out["flops"] == sum(
         costmodel.op_cost(op, SMALL, b, n, s, e).flops for op in ("qk", "softmax", "pv"))
     assert costmodel.FUSED_ATTENTION_OP not in costmodel.ALL_OPS  # never in the analytic table
 
@@ -248,7 +249,8 @@ def test_qkpv_backends_points_are_what_is_drawn(backend_rows):
             "attn flex ar"} <= set(points["series"])
     x, y = render.KINDS["qkpv_backends"].x, render.KINDS["qkpv_backends"].y
     drawn = {c.get_label(): np.asarray(c.get_offsets()) for c in fig.axes[0].collections
-             if isinstance(c, PathCollection) and not c.get_label().startswith("_")}
+             if isinstance(c, PathCollection) and not c.get_label().startswith("_")
+             and c.get_label() != figures.LAUNCH_LABEL}
     assert set(drawn) == set(points["series"])
     for name, xy in drawn.items():
         np.testing.assert_allclose(xy, points[points["series"] == name][[x, y]].to_numpy(float), rtol=1e-12)

@@ -45,7 +45,27 @@ def test_cpu_ceilings_positive_with_spread(cpu_ceilings):
     assert c["bandwidth_bytes_per_s"] == max(v["median"] for v in c["bandwidth"].values())
     assert c["peak_flops_per_s"] == c["matmul"]["float32"]["median"]
     assert c["versions"]["torch"] and c["threads"] >= 1
+    floor = c["launch_floor"]  # what the metrics' launch-bound flag compares with
+    assert floor["floor_s"] == max(floor["one_element_kernel"]["median"], floor["empty_region"]["median"]) > 0
+    assert floor["floor_s"] < 1e-2
     json.dumps(c)  # JSON-able as is
+
+
+def test_the_timing_thread_count_is_set_and_recorded():
+    import torch
+
+    from medusa_roofline.measure.timing import use_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1
+        c = measure_ceilings("cpu", "float32", reps=1, warmup=0, copy_bytes=1 << 20, matmul_n=16, flush_l2=False)
+        assert c["threads"] == 1
+        assert use_threads(None) == 1  # None leaves it as it is
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            use_threads(0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_measured_roofs_pick_the_rows_dtype(cpu_ceilings):

@@ -50,7 +50,8 @@ def metrics():
 
 def scatter_data(ax) -> dict[str, np.ndarray]:
     return {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections
-            if isinstance(c, PathCollection) and not c.get_label().startswith("_")}
+            if isinstance(c, PathCollection) and not c.get_label().startswith("_")
+            and c.get_label() != figures.LAUNCH_LABEL}
 
 
 def test_all_ops_fused_says_so_in_its_series(table):
@@ -69,6 +70,12 @@ def assert_scatter_matches(fig, points, kind):
         pts = points[points["series"] == name]
         np.testing.assert_allclose(xy, pts[[x, y]].to_numpy(float), rtol=1e-12)
     assert sum(len(v) for v in drawn.values()) == len(points)
+    if "launch_bound" in points.columns:  # launch-bound points, and only those, wear a ring
+        rings = [c for c in fig.axes[0].collections if c.get_label() == figures.LAUNCH_LABEL]
+        flagged = points.loc[points["launch_bound"], [x, y]].to_numpy(float)
+        assert len(rings) == (1 if len(flagged) else 0)
+        if rings:
+            np.testing.assert_allclose(np.asarray(rings[0].get_offsets()), flagged, rtol=1e-12)
 
 
 def assert_common_columns(points, source):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def test_defaults_resolve_to_what_the_jobs_run(monkeypatch):
     assert s.ceilings.copy_bytes == DEFAULTS["ceilings"]["cpu_copy_mib"] << 20
     assert s.ceilings.matmul_n == DEFAULTS["ceilings"]["cpu_matmul_n"]
     assert Path(s.hardware_table).is_absolute() and s.hardware_table.endswith("config/hardware.yaml")
+    assert s.measure.threads == len(os.sched_getaffinity(0))  # every CPU this process may run on
     assert set(s.measured_models) == {"tiny", "llama-33b"}
     assert s.display_name("llama-33b") != "llama-33b"  # presets carry display names
 
@@ -141,3 +143,8 @@ def test_paper_overlay_switched_off_reads_no_table():
     s = settings.resolve(config(plot={"paper_overlay": overlay}), REPO)
     assert s.paper_overlay.table is None and not s.paper_overlay.on_analytic("llama-33b", "a100-80gb-pcie")
     assert "paper_overlay" not in s.plot  # figure params: changing the layer reruns only the charts that draw it
+
+
+def test_timing_threads_are_one_fixed_number():
+    assert settings.resolve(config(measure={"threads": 3}), REPO).measure.threads == 3
+    assert settings.timing_threads(None) >= 1

@@ -110,7 +110,8 @@ def test_measured_speedup_says_its_acceptance_source_and_adds_real_generation():
     df = measured_speedup(step_rows(), np.array([[0.5]]), acceptance="measured table", generation=generation)
     assert list(df.columns) == MEASURED_COLUMNS
     assert list(df["acceptance"]) == ["measured table", "real generation"]  # no medusa-16 step: no row for it
-    assert list(df["series"]) == ["seq_len 64 (measured table)", "seq_len 64 (real generation)"]
+    assert list(df["series"]) == ["seq_len 64 (measured step latency x measured table)",
+                                  "seq_len 64 (measured step latency x real generation)"]
     assert list(df["expected_tokens"]) == [1.5, 1.3]
     assert df["speedup"].tolist() == pytest.approx([1.5 / 1.2, 1.3 / 1.2])
     assert "acceptance: real generation" in df["provenance"].iloc[1]
@@ -139,3 +140,16 @@ def test_acceptance_source_from_the_file(tmp_path):
     assert acceptance_source(tmp_path / "edited.csv") == "given table"
     (tmp_path / "measured.csv").write_text("head,rank,accuracy,count,total,ci95_low,ci95_high\n0,0,0.5,5,10,0.2,0.8\n")
     assert acceptance_source(tmp_path / "measured.csv") == "measured table"
+
+
+def test_two_runs_agree_when_their_bands_overlap():
+    from medusa_roofline.results.speedup import bands_agree
+
+    rows = step_rows()
+    rows["time_s_p10"], rows["time_s_p90"] = rows["time_s_median"] * 0.95, rows["time_s_median"] * 1.05
+    first = measured_speedup(rows, np.array([[0.5]]))
+    slower = rows.copy()
+    slower.loc[slower["phase"] == "medusa", ["time_s_median", "time_s_p10", "time_s_p90"]] *= 1.02
+    assert bands_agree(first, measured_speedup(slower, np.array([[0.5]])))["agree"].all()
+    slower.loc[slower["phase"] == "medusa", ["time_s_median", "time_s_p10", "time_s_p90"]] *= 1.5
+    assert not bands_agree(first, measured_speedup(slower, np.array([[0.5]])))["agree"].any()

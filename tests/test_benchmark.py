@@ -88,3 +88,34 @@ def test_a_failing_backend_is_reported_and_the_others_still_run(harness, tmp_pat
     assert "backend flex FAILED: RuntimeError: flex kernel exploded" in out
     assert set(pd.read_csv(tmp_path / "qkpv_harness.csv")["attention_backend"]) == {"eager"}
     assert "## Backends that failed" in (tmp_path / "qkpv_harness.md").read_text()
+
+
+def test_repeatability_compares_two_runs(tmp_path):
+    import json
+
+    script = REPO / "benchmarks" / "repeatability.py"
+
+    def run(root, copy, speedup, flagged):
+        (root / "ceilings").mkdir(parents=True)
+        (root / "ceilings" / "cpu.json").write_text(json.dumps({
+            "bandwidth": {"copy": {"median": copy}, "read": {"median": 2e10}},
+            "matmul": {"float32": {"median": 9e10}}, "launch_floor": {"floor_s": 3e-6}}))
+        (root / "metrics" / "tiny").mkdir(parents=True)
+        pd.DataFrame({"sanity": ["ok", "above_measured_roof" if flagged else "ok"]}).to_csv(
+            root / "metrics" / "tiny" / "cpu.csv", index=False)
+        (root / "figures" / "tiny" / "cpu").mkdir(parents=True)
+        pd.DataFrame({"source": ["measured"], "model": ["tiny"], "device": ["cpu"], "batch": [4], "kv_len": [128],
+                      "candidates": [16], "speedup": [speedup], "speedup_p10": [speedup * 0.9],
+                      "speedup_p90": [speedup * 1.1]}).to_csv(root / "figures" / "tiny" / "cpu" / "speedup_measured.csv",
+                                                           index=False)
+        return root
+
+    a = run(tmp_path / "a", 2.0e10, 1.5, False)
+    same = subprocess.run([sys.executable, str(script), str(a), str(run(tmp_path / "b", 2.1e10, 1.6, True))],
+                          capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "copy roofs within 10 %: yes" in same.stdout and "1 of 1 points agree" in same.stdout
+    assert "'metrics/tiny/cpu.csv': 1" in same.stdout
+    apart = subprocess.run([sys.executable, str(script), str(a), str(run(tmp_path / "c", 3.0e10, 3.0, False))],
+                           capture_output=True, text=True)
+    assert apart.returncode == 1 and "copy roofs within 10 %: NO" in apart.stdout and "0 of 1" in apart.stdout

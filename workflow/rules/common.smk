@@ -194,14 +194,16 @@ def measuring_threads():
     """`threads:` of every measuring rule: every core of the run, so the scheduler starts one only when no
     other job runs and starts nothing beside it (it subtracts a running job's threads from the free cores).
     Where the run has no local core limit (a cluster executor), the timing thread count, the CPUs Slurm
-    gives the job (its node exclusively: profiles/slurm). Never fewer than measure.threads."""
+    gives the job (its node exclusively: profiles/slurm). Never fewer than measure.threads.
+    """
     cores = run_cores()
     return max(MEASURE.threads, cores or 0)
 
 
 def check_measuring_rules():
     """Stop before any job when a rule whose script times something (imports measure/timing.py) could share
-    the machine: it must ask for measuring_threads(), undiminished by --set-threads or --max-threads."""
+    the machine: it must ask for measuring_threads(), undiminished by --set-threads or --max-threads.
+    """
     max_threads = workflow.resource_settings.max_threads
     cores = run_cores()
     if cores and max_threads is not None and max_threads < cores:

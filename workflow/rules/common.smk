@@ -46,7 +46,7 @@ FIGURE_TARGETS = {
 # Measuring jobs on CUDA hold the `gpu` resource (one at a time per GPU).
 GPU_JOBS = 0 if MEASURE.device == "cpu" else 1
 TIMING_MODULE = "medusa_roofline.measure.timing"
-"""A rule whose script imports this module times something: it is a measuring rule (measuring_threads)."""
+"""Scripts that import this module time something; their rules are measuring rules (measuring_threads)."""
 
 
 wildcard_constraints:
@@ -211,17 +211,17 @@ def check_measuring_rules():
             f"--max-threads {max_threads} is below --cores {cores}: measuring jobs ask for every core so that "
             "nothing runs beside a timer; drop --max-threads (or lower --cores to it)"
         )
-    for rule in workflow.rules:
-        if not rule.script:
+    for measuring in workflow.rules:
+        if not measuring.script:
             continue
-        script = Path(workflow.basedir) / "scripts" / Path(rule.script).name
+        script = Path(workflow.basedir) / "scripts" / Path(measuring.script).name
         if TIMING_MODULE not in module_closure(script):
             continue
-        threads = rule.resources["_cores"]
+        threads = measuring.resources["_cores"]
         threads = getattr(threads, "value", threads)
         if threads != measuring_threads():
             raise WorkflowError(
-                f"rule {rule.name} times something ({script.name} imports {TIMING_MODULE}) but asks for "
+                f"rule {measuring.name} times something ({script.name} imports {TIMING_MODULE}) but asks for "
                 f"threads={threads}, not every core of the run ({measuring_threads()}): other jobs could run "
                 "beside its timer; declare `threads: measuring_threads()` and do not --set-threads it"
             )

@@ -140,3 +140,19 @@ def test_lean_eager_path_agrees_with_transformers_eager(dtype, heads, kv_heads):
     assert out.dtype == w.dtype == dtype
     torch.testing.assert_close(out, ref, **attention.tolerance(dtype))
     torch.testing.assert_close(w, ref_w, **attention.tolerance(dtype))
+
+
+def test_the_byte_tables_in_the_docs_are_current():
+    """docs/bytes.md shows what `python benchmarks/moved_bytes.py --check` prints for the cost model today."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("moved_bytes", repo / "benchmarks" / "moved_bytes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = (repo / "docs" / "bytes.md").read_text().splitlines()
+    rows = [line for line in module.micro_table(check=False)[2:] + module.sweep_table()[2:]]
+    missing = [row for row in rows if not any(d.startswith(row[:-1]) for d in doc)]
+    assert not missing, f"docs/bytes.md is stale; rerun benchmarks/moved_bytes.py --check: {missing[:3]}"
+    assert sum("| yes |" in d for d in doc) == 3 * 8  # every eager (op, mode) agreed with the launched ATen ops

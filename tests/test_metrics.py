@@ -212,3 +212,11 @@ def test_remainder_row_keeps_its_time_and_claims_no_counts():
     assert "remainder" in costmodel.UNCOUNTED_OPS and ("remainder", "model") in costmodel.measured_ops("ar")
     with pytest.raises(ValueError, match="no analytic cost"):
         costmodel.row_cost("remainder", "ar", SMALL, 1, 1, 8, 2, 3, 0)
+
+
+def test_a_rows_own_launch_floor_wins_over_the_ceilings_one():
+    rows = pd.concat([one_row(op="q_proj", batch=1, time_s_median=5e-6, launch_floor_s=4e-6),
+                      one_row(op="q_proj", batch=2, time_s_median=5e-6, launch_floor_s=float("nan"))],
+                     ignore_index=True)
+    out = compute_metrics(rows, {"small": SMALL}, dict(CEILINGS, launch_floor={"floor_s": 1e-6}), None)
+    assert out["launch_bound"].tolist() == [True, False]  # 5 <= 1.5 x 4 (its own floor); 5 > 1.5 x 1 (device's)

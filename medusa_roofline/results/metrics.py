@@ -32,9 +32,10 @@ For every measured row (sweep or micro-benchmark) with ``status == "ok"``:
   a memory-bound row's fraction is the bandwidth its kernels achieved over the roof's.
   ``bound`` is ``memory``/``compute`` against the measured roofs at ``oi_moved`` ("" when unmodelled).
 * **Launch-bound points** (``launch_bound``, ``launch_reason``): a median time within
-  :data:`FLOOR_FACTOR` x the device's launch floor (the ceilings' ``launch_floor``: a one-element kernel
-  timed as ops are), or flat while bytes grow (:func:`flag_launch_bound`). Their time is the launch and
-  timer overhead, not the op's traffic: the figures mark them.
+  :data:`FLOOR_FACTOR` x the launch floor (the row's own ``launch_floor_s``: a one-element kernel timed
+  through the same path at that point; else the ceilings' ``launch_floor``), or flat while bytes grow
+  (:func:`flag_launch_bound`). Their time is launch and timer overhead, not the op's traffic: the
+  figures mark them.
 * **sanity** is ``ok`` or ``;``-joined reasons: ``above_measured_roof`` / ``above_spec_roof`` (the moved
   bytes, or the counted ones where moved are unmodelled, crossed memory faster than the roof allows, or
   FLOPs ran faster than the peak, by more than ``tolerance``: usually data resident in a cache, or a
@@ -96,16 +97,17 @@ def _roof(oi: float, peak: float, bandwidth: float) -> float:
 
 def launch_floor(ceilings: dict) -> float | None:
     """The device's launch floor in seconds (a one-element kernel, :mod:`~medusa_roofline.measure.ceilings`),
-    or None for a ceilings file written before it was measured."""
+    or None for a ceilings file written before it was measured; rows with their own ``launch_floor_s``
+    use that instead."""
     floor = ceilings.get("launch_floor", {}).get("floor_s")
     return float(floor) if floor else None
 
 
-def flag_launch_bound(table: pd.DataFrame, floor_s: float | None = None, bytes_column: str = "bytes_moved",
+def flag_launch_bound(table: pd.DataFrame, floor_s=None, bytes_column: str = "bytes_moved",
                       group=FLAT_GROUP) -> pd.DataFrame:
     """``table`` with ``launch_bound`` (bool) and ``launch_reason``: time flat while bytes grow within a
     group (a point and another moving >= FLAT_BYTES_RATIO x its bytes in <= FLAT_TIME_RATIO x its time:
-    both flagged), or a median time within FLOOR_FACTOR x ``floor_s``."""
+    both flagged), or a median time within FLOOR_FACTOR x ``floor_s`` (seconds, or one per row; NaN: none)."""
     table = table.copy()
     group = [c for c in group if c in table.columns]
     flat = pd.Series(False, index=table.index)
@@ -114,9 +116,8 @@ def flag_launch_bound(table: pd.DataFrame, floor_s: float | None = None, bytes_c
         t = grp["time_s_median"].to_numpy(float)
         pair = (b[None, :] >= FLAT_BYTES_RATIO * b[:, None]) & (t[None, :] <= FLAT_TIME_RATIO * t[:, None])
         flat.loc[grp.index] = pair.any(axis=1) | pair.any(axis=0)
-    near = pd.Series(False, index=table.index)
-    if floor_s:
-        near = table["time_s_median"].astype(float) <= FLOOR_FACTOR * floor_s
+    floors = pd.Series(floor_s, index=table.index, dtype=float)
+    near = table["time_s_median"].astype(float) <= FLOOR_FACTOR * floors  # False where the floor is NaN
     table["launch_bound"] = flat | near
     table["launch_reason"] = ["; ".join(r for r, on in (("time flat while bytes grow", f),
                                                         (f"within {FLOOR_FACTOR:g}x the launch floor", n)) if on)
@@ -169,7 +170,11 @@ def compute_metrics(measured: pd.DataFrame, dims_by_model: dict[str, ModelDims],
     result = pd.concat([rows[ident + extra].reset_index(drop=True),
                         pd.DataFrame(out, columns=METRIC_COLUMNS)], axis=1)
     moved = result["bytes_moved"].where(result["bytes_moved"].notna(), result["bytes_counted"])
-    flagged_launch = flag_launch_bound(result.assign(_bytes=moved), launch_floor(ceilings), "_bytes")
+    floors = pd.Series(launch_floor(ceilings), index=result.index, dtype=float)
+    if "launch_floor_s" in result.columns:  # the row's own floor, measured at its point through its path
+        own = pd.to_numeric(result["launch_floor_s"], errors="coerce")
+        floors = own.where(own.notna(), floors)
+    flagged_launch = flag_launch_bound(result.assign(_bytes=moved), floors, "_bytes")
     result["launch_bound"] = flagged_launch["launch_bound"].to_numpy()
     result["launch_reason"] = flagged_launch["launch_reason"].to_numpy()
     result.attrs["skipped"] = skipped

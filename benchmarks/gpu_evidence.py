@@ -226,7 +226,8 @@ def part_flush_ab(out: Path, grid: dict, dry: bool) -> int:
                             progress=False)
         df = df[df["status"] == "ok"].copy()
         if ceilings is not None:
-            df["bytes"] = compute_metrics(df, {MODEL: model_dims(MODEL)}, ceilings, None)["bytes"].to_numpy()
+            metrics = compute_metrics(df, {MODEL: model_dims(MODEL)}, ceilings, None)
+            df["bytes_moved"] = metrics["bytes_moved"].to_numpy()
         tiny = tiny_kernel_floor(grid["device"], g["reps"], g["warmup"], flush)
         df = pd.concat([df, pd.DataFrame([{"attention_backend": "-", "op": "tiny kernel", "mode": "-", "batch": 0,
                                            "kv_len": 0, "time_s_median": tiny.median, "time_s_p10": tiny.p10,
@@ -235,7 +236,7 @@ def part_flush_ab(out: Path, grid: dict, dry: bool) -> int:
         frames.append(df)
         log.info("flush %s: %d rows", name, len(df))
     table = pd.concat(frames, ignore_index=True)
-    keep = [c for c in ("flush", "attention_backend", "op", "mode", "batch", "kv_len", "bytes", "time_s_median",
+    keep = [c for c in ("flush", "attention_backend", "op", "mode", "batch", "kv_len", "bytes_moved", "time_s_median",
                         "time_s_p10", "time_s_p90", "host_s_median", "kernel") if c in table.columns]
     table = table[keep]
     write_csv(table, out / "flush_ab.csv")

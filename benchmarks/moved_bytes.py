@@ -49,8 +49,8 @@ def launched_ratio(op, phase, dims, b, n, kv_len):
     import torch
 
     from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
-    from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers
-    from medusa_roofline.measure.attention import eager_pv, eager_qk, eager_softmax
+    from medusa_roofline.decoding.tree_buffers import tree_buffers
+    from medusa_roofline.measure.eager import eager_pv, eager_qk, eager_softmax
     from medusa_roofline.measure.microbench import attention_inputs
     from medusa_roofline.measure.traffic import count_traffic
 

@@ -15,7 +15,7 @@ from medusa_roofline.decoding.heads import MedusaHeads
 from medusa_roofline.decoding.tree import build_tree, load_acceptance_table
 from medusa_roofline.decoding.tree_buffers import tree_attention_mask, tree_buffers
 from medusa_roofline.measure import attention
-from medusa_roofline.measure.attention import eager_pv, eager_qk, eager_softmax, masked_from
+from medusa_roofline.measure.eager import eager_pv, eager_qk, eager_softmax, masked_from
 from medusa_roofline.measure.instrument import timed_attention_forward
 from medusa_roofline.measure.traffic import count_traffic, footprint
 from medusa_roofline.models.source import ModelDims

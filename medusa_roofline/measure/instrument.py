@@ -12,7 +12,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
 
 from ..analytic.costmodel import LAYER_LINEAR_OPS
-from .attention import eager_pv, eager_qk, eager_softmax
+from .eager import eager_pv, eager_qk, eager_softmax
 from .op_timer import OpTimer, activate, active_timer, maybe_op
 from .timing import Stats
 

@@ -216,7 +216,7 @@ def test_speedup_measured_render_with_real_generation(metrics, tmp_path):
     assert set(real["candidates"]) == {16} and (real["expected_tokens"] == 2.5).all()
     analytic = points.loc[points["source"] == "analytic", "series"]
     assert analytic.str.endswith("(analytic, measured roofs, shipped table)").all()
-    assert "tokens/step: shipped table and real generation" in fig.axes[0].get_title()
+    assert "measured step latency x shipped table and real generation" in fig.axes[0].get_title()
     measured_table = tmp_path / "acceptance.csv"
     pd.read_csv(inputs["acceptance"]).assign(count=1, total=2).to_csv(measured_table, index=False)
     _, again = render.render("speedup_measured", dict(inputs, acceptance=str(measured_table), generation=""), params)

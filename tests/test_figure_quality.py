@@ -67,8 +67,8 @@ def measured_metrics(dims) -> pd.DataFrame:
     """Metrics whose times sit 1.2x ... 6x above the roofline's (deterministic, all distinct), as a real run's do."""
     rows = measured_rows(dims).assign(time_s_median=1.0)
     bound = compute_metrics(rows, {"tiny": dims}, CEILINGS, None)
-    floor = np.maximum(bound["flops"] / CEILINGS["peak_flops_per_s"],
-                       bound["bytes"] / CEILINGS["bandwidth_bytes_per_s"])
+    moved = bound["bytes_moved"].where(bound["bytes_moved"].notna(), bound["bytes_counted"])
+    floor = np.maximum(bound["flops"] / CEILINGS["peak_flops_per_s"], moved / CEILINGS["bandwidth_bytes_per_s"])
     spread = (np.arange(len(rows)) * 0.6180339887) % 1.0  # low-discrepancy: every row its own time
     rows["time_s_median"] = floor.to_numpy() * (1.2 + 4.8 * spread)
     return compute_metrics(rows, {"tiny": dims}, CEILINGS, None)

@@ -38,12 +38,17 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/analytic.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/acceptance.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/archive.smk"
+
+
+check_measuring_rules()
 
 
 rule all:

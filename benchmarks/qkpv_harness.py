@@ -6,13 +6,15 @@ timed on its own, L2 flushed before every repetition, CUDA events) over the pape
 Medusa with 16 … 112 candidates, batch 1 … 16, kv_len 128 … 8192, Llama-33B attention shapes — for
 the eager path (qk, softmax, pv) and the fused backends (one ``attn`` op each), and prints per point:
 
-* bytes the op must move (the cost model at the shapes run; eager unfused, ``attn`` fused),
-* median time, achieved B/s, % of the datasheet roof (``config/hardware.yaml`` entry matched to the
-  device name; roofline fraction at the op's OI) and % of the *measured copy* bandwidth
-  (:mod:`medusa_roofline.measure.ceilings`, ``dst.copy_(src)``: read + write),
+* bytes the paper counts (the cost model at the shapes run; eager unfused, ``attn`` fused) and the
+  bytes the launched kernels move (:func:`medusa_roofline.analytic.moved.moved_bytes`),
+* median time, achieved B/s of the moved bytes, % of the datasheet roof (``config/hardware.yaml``
+  entry matched to the device name; roofline fraction at the moved bytes' OI) and % of the *measured
+  copy* bandwidth (:mod:`medusa_roofline.measure.ceilings`, ``dst.copy_(src)``: read + write) reached
+  by the moved bytes,
 * spread p90/p10 of the repetitions,
-* ``launch_bound``: time flat while bytes grow (another point of the same backend, op and mode moves
-  >= 2x the bytes in <= 1.25x the time), or a time within 2x of the tiny-kernel floor.
+* ``launch_bound`` (from the metrics, :func:`medusa_roofline.results.metrics.flag_launch_bound`): time
+  flat while bytes grow, or within 1.5x the launch floor the ceilings measured.
 
 It also measures the harness's own overhead: an empty timed region, and a one-element kernel with
 and (CUDA) without CUDA-graph replay, each with and without the L2 flush.
@@ -22,7 +24,7 @@ and ``qkpv_harness.md`` (summary, targets, overhead, worst points) to ``--out`` 
 ``docs/results/<device-label>/``: the hardware-table key of the GPU, else a slug of its name; ``cpu``).
 
 Targets on a GPU (reported, never asserted): eager qk/pv points moving >= 100 MB at >= 80 % of the
-measured copy roof; p90/p10 <= 1.03 for every point moving >= 10 MB.
+measured copy roof (moved bytes); p90/p10 <= 1.03 for every point moving >= 10 MB.
 
     python benchmarks/qkpv_harness.py                      # CUDA: the full grid
     python benchmarks/qkpv_harness.py --quick --device cpu # CPU: a few small points (CI)
@@ -58,11 +60,8 @@ TARGET_BYTES = 100 * MB
 TARGET_COPY_FRACTION = 0.80
 SPREAD_BYTES = 10 * MB
 TARGET_SPREAD = 1.03
-FLAT_BYTES_RATIO = 2.0
-FLAT_TIME_RATIO = 1.25
-FLOOR_FACTOR = 2.0
-TABLE_COLUMNS = ["attention_backend", "op", "mode", "batch", "kv_len", "kernel", "MB", "time_us", "GB_per_s",
-                 "pct_spec_roof", "pct_copy_roof", "spread", "launch_bound"]
+TABLE_COLUMNS = ["attention_backend", "op", "mode", "batch", "kv_len", "kernel", "MB_counted", "MB_moved", "time_us",
+                 "GB_per_s_moved", "pct_spec_roof_moved", "pct_copy_roof_moved", "spread", "launch_bound"]
 
 log = logging.getLogger("qkpv_harness")
 
@@ -84,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per op (default 50; quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up calls per op (default 5; quick 1)")
     ap.add_argument("--cuda-graph", action="store_true", help="time every op as CUDA-graph replays (CUDA only)")
+    ap.add_argument("--no-flex-compile", action="store_true", help="time flex uncompiled (the reference path; "
+                                                                      "a CPU dry run, never a measurement)")
     ap.add_argument("--ceilings", default=None, help="ceilings JSON to use (e.g. results/ceilings/cuda.json) "
                                                      "instead of measuring them here")
     ap.add_argument("--hardware-table", default=str(REPO / "config" / "hardware.yaml"))
@@ -118,20 +119,17 @@ def device_label(dev, device_name: str, table) -> str:
 
 def measure_overhead(dev, reps: int, warmup: int) -> list[dict]:
     """The harness's own floor: empty region, one-element kernel (and its CUDA-graph replay), flush on/off."""
-    import torch
-
-    from medusa_roofline.measure.timing import empty_region, time_callable
+    from medusa_roofline.measure.timing import empty_region, tiny_kernel_floor
 
     rows = []
     for flush in (True, False):
         e = empty_region(dev, reps=reps, warmup=warmup, flush_l2=flush)
         rows.append({"what": "empty timed region", "flush_l2": flush, "cuda_graph": False,
                      "median_us": e["median"] * 1e6, "p10_us": e["p10"] * 1e6, "p90_us": e["p90"] * 1e6})
-    x = torch.zeros(1, device=dev)
     graphs = (False, True) if dev.type == "cuda" else (False,)
     for flush in (True, False):
         for graph in graphs:
-            st = time_callable(lambda: x.add_(1), dev, warmup, reps, flush, cuda_graph=graph, op="tiny kernel")
+            st = tiny_kernel_floor(dev, reps, warmup, flush, cuda_graph=graph)
             rows.append({"what": "tiny kernel (x.add_(1), 1 element)", "flush_l2": flush, "cuda_graph": graph,
                          "median_us": st.median * 1e6, "p10_us": st.p10 * 1e6, "p90_us": st.p90 * 1e6})
     return rows
@@ -140,45 +138,21 @@ def measure_overhead(dev, reps: int, warmup: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------ analysis
 
 
-def flag_launch_bound(table, floor_s: float | None = None, group=("attention_backend", "op", "mode")):
-    """Add ``launch_bound`` (bool) and ``launch_reason``: time flat while bytes grow within a group
-    (a point and another moving >= FLAT_BYTES_RATIO x its bytes in <= FLAT_TIME_RATIO x its time:
-    both flagged), or a median time within FLOOR_FACTOR x the tiny-kernel floor ``floor_s``."""
-    import numpy as np
-
-    table = table.copy()
-    flat = np.zeros(len(table), dtype=bool)
-    pos = {idx: i for i, idx in enumerate(table.index)}
-    for _, grp in table.groupby(list(group), sort=False):
-        b = grp["bytes"].to_numpy(float)
-        t = grp["time_s_median"].to_numpy(float)
-        more = b[None, :] >= FLAT_BYTES_RATIO * b[:, None]          # [i, j]: j moves >= 2x i's bytes
-        same = t[None, :] <= FLAT_TIME_RATIO * t[:, None]           # ... in <= 1.25x i's time
-        pair = more & same
-        hit = pair.any(axis=1) | pair.any(axis=0)
-        for idx, h in zip(grp.index, hit):
-            flat[pos[idx]] |= bool(h)
-    near = np.zeros(len(table), dtype=bool)
-    if floor_s is not None and floor_s > 0:
-        near = table["time_s_median"].to_numpy(float) <= FLOOR_FACTOR * floor_s
-    table["launch_bound"] = flat | near
-    table["launch_reason"] = ["; ".join(r for r, on in (("time flat while bytes grow", f),
-                                                        (f"within {FLOOR_FACTOR:g}x the tiny-kernel time", n)) if on)
-                              for f, n in zip(flat, near)]
-    return table
-
-
-def harness_table(metrics, ceilings: dict, floor_s: float | None):
-    """Metrics rows -> the harness columns (bytes, time, B/s, % roofs, spread, launch flag)."""
+def harness_table(metrics, ceilings: dict):
+    """Metrics rows -> the harness columns: both byte counts, time, moved B/s, % roofs on the moved bytes,
+    spread; ``launch_bound`` comes from the metrics."""
     copy_bw = float(ceilings["bandwidth"]["copy"]["median"])
     t = metrics.copy()
-    t["MB"] = t["bytes"] / MB
+    t["bytes"] = t["bytes_moved"].where(t["bytes_moved"].notna(), t["bytes_counted"])
+    t["MB_counted"] = t["bytes_counted"] / MB
+    t["MB_moved"] = t["bytes_moved"] / MB
+    t["moved_over_counted"] = t["bytes_moved"] / t["bytes_counted"]
     t["time_us"] = t["time_s_median"] * 1e6
-    t["GB_per_s"] = t["achieved_bytes_per_s"] / 1e9
-    t["pct_spec_roof"] = 100 * t["frac_of_spec_roof"]
-    t["pct_copy_roof"] = 100 * t["achieved_bytes_per_s"] / copy_bw
+    t["GB_per_s_moved"] = t["achieved_bytes_per_s_moved"] / 1e9
+    t["pct_spec_roof_moved"] = 100 * t["frac_of_spec_roof_moved"]
+    t["pct_copy_roof_moved"] = 100 * t["achieved_bytes_per_s_moved"] / copy_bw
     t["spread"] = t["time_s_p90"] / t["time_s_p10"]
-    return flag_launch_bound(t, floor_s)
+    return t
 
 
 def check_targets(table) -> list[dict]:
@@ -186,12 +160,12 @@ def check_targets(table) -> list[dict]:
     rows = []
     eager = table[(table["attention_backend"] == "eager") & table["op"].isin(["qk", "pv"])
                   & (table["bytes"] >= TARGET_BYTES)]
-    ok = eager["pct_copy_roof"] >= 100 * TARGET_COPY_FRACTION
+    ok = eager["pct_copy_roof_moved"] >= 100 * TARGET_COPY_FRACTION
     rows.append({
         "target": f"eager qk/pv moving >= {TARGET_BYTES / MB:.0f} MB at >= {100 * TARGET_COPY_FRACTION:.0f} % of "
-                  "the measured copy roof",
+                  "the measured copy roof (moved bytes)",
         "points": len(eager), "passing": int(ok.sum()),
-        "worst": f"{eager['pct_copy_roof'].min():.1f} %" if len(eager) else "n/a",
+        "worst": f"{eager['pct_copy_roof_moved'].min():.1f} %" if len(eager) else "n/a",
         "met": bool(ok.all()) if len(eager) else None,
     })
     big = table[table["bytes"] >= SPREAD_BYTES]
@@ -207,8 +181,9 @@ def check_targets(table) -> list[dict]:
 
 def _fmt(table):
     t = table[TABLE_COLUMNS].copy()
-    for col, spec in (("MB", "{:.3g}"), ("time_us", "{:.4g}"), ("GB_per_s", "{:.4g}"), ("pct_spec_roof", "{:.1f}"),
-                      ("pct_copy_roof", "{:.1f}"), ("spread", "{:.3f}")):
+    for col, spec in (("MB_counted", "{:.3g}"), ("MB_moved", "{:.3g}"), ("time_us", "{:.4g}"),
+                      ("GB_per_s_moved", "{:.4g}"), ("pct_spec_roof_moved", "{:.1f}"),
+                      ("pct_copy_roof_moved", "{:.1f}"), ("spread", "{:.3f}")):
         t[col] = [("" if not math.isfinite(v) else spec.format(v)) for v in t[col].astype(float)]
     t["launch_bound"] = t["launch_bound"].map({True: "yes", False: ""})
     return t
@@ -255,13 +230,16 @@ def markdown(table, overhead, targets, info: dict) -> str:
     lines += [md(pd.DataFrame(overhead).round(3)), ""]
     lines += ["## Per backend and op", ""]
     summary = (table.groupby(["attention_backend", "op"], sort=False)
-               .agg(points=("MB", "size"), max_MB=("MB", "max"), median_pct_copy=("pct_copy_roof", "median"),
-                    max_pct_copy=("pct_copy_roof", "max"), median_pct_spec=("pct_spec_roof", "median"),
+               .agg(points=("MB_moved", "size"), max_MB_moved=("MB_moved", "max"),
+                    moved_over_counted=("moved_over_counted", "median"),
+                    median_pct_copy_moved=("pct_copy_roof_moved", "median"),
+                    max_pct_copy_moved=("pct_copy_roof_moved", "max"),
+                    median_pct_spec_moved=("pct_spec_roof_moved", "median"),
                     max_spread=("spread", "max"), launch_bound=("launch_bound", "sum"))
                .reset_index().round(3))
     lines += [md(summary), ""]
-    big = table[table["bytes"] >= TARGET_BYTES].sort_values("pct_copy_roof")
-    lines += [f"## Worst points moving >= {TARGET_BYTES / MB:.0f} MB (lowest % of copy roof)", ""]
+    big = table[table["bytes"] >= TARGET_BYTES].sort_values("pct_copy_roof_moved")
+    lines += [f"## Worst points moving >= {TARGET_BYTES / MB:.0f} MB (lowest % of copy roof, moved bytes)", ""]
     lines += [md(_fmt(big.head(15))), ""]
     lines += ["## Largest point per backend, op and mode", ""]
     largest = table.loc[table.groupby(["attention_backend", "op", "mode"], sort=False)["bytes"].idxmax()]
@@ -314,11 +292,9 @@ def main(argv=None) -> int:
     else:
         sizes = QUICK_CEILINGS if args.quick else {"reps": 20, "warmup": 3}
         ceilings = measure_ceilings(dev, dtype_name(torch_dtype), **sizes)
-    datasheet = detect_hardware(table_hw, ceilings["device_name"], warn=False)
+    datasheet = detect_hardware(table_hw, ceilings["device_name"])
 
     overhead = measure_overhead(dev, reps=max(grid["reps"], 20), warmup=max(grid["warmup"], 2))
-    tiny = [r for r in overhead if r["what"].startswith("tiny") and r["flush_l2"] and not r["cuda_graph"]]
-    floor_s = tiny[0]["median_us"] * 1e-6 if tiny else None
 
     frames, failures = [], {}
     for backend in backends:  # one run per backend: a backend that fails does not take the others with it
@@ -326,7 +302,8 @@ def main(argv=None) -> int:
             frames.append(run_microbench(args.model, grid["modes"], grid["batch"], grid["kv_len"], dtype=args.dtype,
                                          device=dev, reps=grid["reps"], warmup=grid["warmup"],
                                          acceptance_table=args.acceptance, attention_backends=[backend],
-                                         cuda_graph=args.cuda_graph, progress=True))
+                                         cuda_graph=args.cuda_graph, progress=True,
+                                         flex_compile=False if args.no_flex_compile else None))
         except Exception as exc:  # noqa: BLE001 - reported in the summary, the other backends go on
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             failures[backend] = f"{type(exc).__name__}: {first}"[:500]
@@ -339,7 +316,7 @@ def main(argv=None) -> int:
     if len(ok) < len(rows):
         log.warning("%d of %d rows ran out of memory and are left out", len(rows) - len(ok), len(rows))
     metrics = compute_metrics(ok, {model_name(args.model): model_dims(args.model)}, ceilings, datasheet)
-    table = harness_table(metrics, ceilings, floor_s)
+    table = harness_table(metrics, ceilings)
     targets = check_targets(table)
 
     write_csv(table, out / "qkpv_harness.csv")

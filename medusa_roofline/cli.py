@@ -125,15 +125,11 @@ def add_regenerate(p: argparse.ArgumentParser) -> None:
 def run_regenerate(args) -> int:
     """Redraw every figure of a run archive from its recipes alone (no model, no GPU) and compare."""
     import logging
-    import warnings
 
-    from .analytic.hardware import UnknownDeviceWarning
     from .repro.archive import regenerate
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownDeviceWarning)  # logged once per figure already
-        result = regenerate(args.archive, args.out, args.formats)
+    result = regenerate(args.archive, args.out, args.formats)
     for reason in result.rejected:
         print(f"rejected: {reason}", file=sys.stderr)
     for name in result.manifest_errors:
@@ -157,9 +153,90 @@ def run_regenerate(args) -> int:
     return result.exit_status
 
 
+def add_acceptance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="local HF Llama checkpoint directory (or a preset)")
+    p.add_argument("--heads", required=True, help="Medusa heads file (.safetensors or torch.save'd state dict)")
+    p.add_argument("--prompts", default=None, help="prompt file: JSONL (input_ids or prompt/text) or plain text, "
+                   "one prompt per line; seeded random token ids if omitted")
+    p.add_argument("--tokenizer", default=None, help="local tokenizer directory (default: the model's, if saved)")
+    p.add_argument("--random-prompts", type=_positive("random-prompts"), default=32)
+    p.add_argument("--prompt-len", type=_positive("prompt-len"), default=16, help="length of random prompts")
+    p.add_argument("--max-new-tokens", type=_positive("max-new-tokens"), default=64)
+    p.add_argument("--top-k", type=_positive("top-k"), default=10)
+    p.add_argument("--candidates", type=_positive("candidates"), nargs="+", default=[16],
+                   help="tree sizes (root included) to run real generation with")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for acceptance.csv, generation.csv, acceptance.json")
+
+
+def print_acceptance(table, generation, ranks: int = 3) -> None:
+    """The first ``ranks`` ranks of every head with their Wilson 95 % interval, then real generation."""
+    print(f"acceptance per head (rank: accuracy [Wilson 95 % CI]), {int(table['total'].iloc[0])} positions for head 0")
+    for head, rows in table.groupby("head"):
+        cells = [f"r{int(r['rank'])} {r['accuracy']:.3f} [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]"
+                 for _, r in rows.head(ranks).iterrows()]
+        print(f"  head {head}: " + "  ".join(cells))
+    print("real Medusa generation vs the independence prediction (tokens per step, root included)")
+    for _, g in generation.iterrows():
+        print(f"  {int(g['candidates']):3d} candidates (depth {int(g['depth'])}): real {g['tokens_per_step']:.3f} "
+              f"[{g['tokens_per_step_ci95_low']:.3f}, {g['tokens_per_step_ci95_high']:.3f}]  predicted "
+              f"{g['expected_tokens_per_step']:.3f}  identical to greedy: "
+              f"{'yes' if g['identical_to_greedy'] else 'NO'}")
+
+
+def run_acceptance(args) -> int:
+    """Measure a local base model + Medusa heads: per-head acceptance table and real tokens per step."""
+    from pathlib import Path
+
+    from .decoding.acceptance import acceptance_from_files, write_result
+
+    result = acceptance_from_files(args.model, args.heads, args.prompts, args.tokenizer,
+                                   random_spec=(args.random_prompts, args.prompt_len), seed=args.seed,
+                                   max_new_tokens=args.max_new_tokens, top_k=args.top_k,
+                                   candidates=args.candidates, dtype=args.dtype, device=args.device)
+    out = Path(args.out)
+    write_result(result, out / "acceptance.csv", out / "generation.csv", out / "acceptance.json")
+    print_acceptance(result.table, result.generation)
+    print(f"wrote {out / 'acceptance.csv'}, {out / 'generation.csv'}, {out / 'acceptance.json'}")
+    return 0 if result.generation["identical_to_greedy"].all() else 1
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="results/demo-cli", help="output directory (default results/demo-cli)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_demo(args) -> int:
+    """Train a tiny base model and Medusa heads locally, measure acceptance, tokens/step and speedup."""
+    import logging
+
+    from .demo import DemoSpec
+    from .demo import run_demo as demo
+
+    logging.basicConfig(level=logging.WARNING)
+    spec = DemoSpec.from_dict({"seed": args.seed})
+    done = demo(args.out, spec)
+    summary = done["summary"]
+    print_acceptance(done["table"], done["generation"])
+    print("measured speedup on this CPU (median step times; p10-p90 band)")
+    for _, r in done["speedup"].iterrows():
+        print(f"  kv_len {int(r['kv_len']):4d}  {int(r['candidates']):3d} candidates  {r['acceptance']:15s}  "
+              f"tokens/step {r['expected_tokens']:.3f}  step ratio {r['latency_ratio']:.2f}  speedup "
+              f"{r['speedup']:.2f} [{r['speedup_p10']:.2f}, {r['speedup_p90']:.2f}]")
+    tree = summary["default_tree"]
+    print(f"default demo tree ({tree['candidates']} candidates): {tree['tokens_per_step']:.3f} tokens/step "
+          f"(predicted {tree['expected_tokens_per_step']:.3f}); whole demo {summary['seconds']:.1f} s; "
+          f"files in {args.out}")
+    return 0 if done["generation"]["identical_to_greedy"].all() else 1
+
+
 SUBCOMMANDS = {
     "generate": (add_generate, run_generate),
     "regenerate": (add_regenerate, run_regenerate),
+    "acceptance": (add_acceptance, run_acceptance),
+    "demo": (add_demo, run_demo),
 }
 
 

@@ -26,7 +26,7 @@ with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)
         tree_paths_for(inp.reference_tree, acceptance),
         medusa_heads=p.medusa_heads,
         fused=p.attention == "fused",
-        launch_floor_s=p.launch_floor_s,
+        per_launch_s=p.per_launch_s,
         ceilings=load_ceilings(inp.ceilings) if "ceilings" in inp.keys() else None,
         measured_dtype=p.measured_dtype,
         device=p.device,

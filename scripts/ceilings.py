@@ -3,9 +3,11 @@
 from medusa_roofline.core.io import write_json
 from medusa_roofline.entry import logged
 from medusa_roofline.measure.ceilings import measure_ceilings
+from medusa_roofline.measure.timing import use_threads
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821
+    use_threads(p.threads)  # fixed and recorded: the ceilings and the ops are timed alike
     ceilings = measure_ceilings(
         p.device,
         p.dtype,

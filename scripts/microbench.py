@@ -8,9 +8,11 @@ from medusa_roofline.entry import logged
 from medusa_roofline.measure import checkpoint
 from medusa_roofline.measure.microbench import run_microbench
 from medusa_roofline.measure.table import write_measured_csv
+from medusa_roofline.measure.timing import use_threads
 
 with logged(snakemake):  # noqa: F821 (injected by Snakemake)
     p = snakemake.params  # noqa: F821
+    use_threads(p.threads)  # fixed and recorded: the ceilings and the ops are timed alike
     out = snakemake.output[0]  # noqa: F821
     ckpt = checkpoint.checkpoint_dir_for(out)
     rows = run_microbench(

@@ -14,12 +14,12 @@ with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)
     inp = snakemake.input  # noqa: F821
     metrics = pd.read_csv(inp.metrics)
     ceilings = load_ceilings(inp.ceilings)
-    datasheet = detect_hardware(load_table(inp.hardware_table), ceilings["device_name"], warn=False)
+    datasheet = detect_hardware(load_table(inp.hardware_table), ceilings["device_name"])
     dtype = str(metrics["dtype"].iloc[0]) if len(metrics) else ceilings["dtype"]
     table = prediction_table(
         metrics,
         model_dims(p.source),
-        calibrations(ceilings, datasheet, dtype, p.launch_floor_s),
+        calibrations(ceilings, datasheet, dtype, p.per_launch_s),
         num_heads=load_acceptance_table(inp.acceptance).shape[0],
     )
     summary = summarise(table)

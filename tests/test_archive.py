@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 HARDWARE_TABLE = REPO / "config" / "hardware.yaml"
 ACCEPTANCE = REPO / "config" / "acceptance" / "default.csv"
 TINY_CONFIG = REPO / "config" / "models" / "tiny" / "config.json"
+PAPER_TABLE = REPO / "config" / "paper" / "qkpv_llama-33b_a100-80gb-pcie.yaml"
 LAYER = ["q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj", "down_proj"]
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
-            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}, "launch_floor_s": 2e-6}
+            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}, "per_launch_s": 2e-6}
 PLOT = {"formats": ["svg"], "dpi": 50, "width": 4.0, "height": 3.0}
-pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")  # "Test CPU"
 
 
 def measured_rows() -> pd.DataFrame:
@@ -65,18 +65,23 @@ def figure_jobs() -> list[tuple[str, dict, dict, str]]:
              "peak_flops": hw.peak_flops, "source": hw.source}
     title = "Tiny Llama, A100 80GB PCIe"
     table = {"table": "results/analytic/tiny/a100-80gb-pcie.csv"}
+    fused_table = {"table": "results/analytic/tiny-fused/a100-80gb-pcie.csv"}
     measured = {"metrics": "results/metrics/tiny/cpu.csv", "ceilings": "results/ceilings/cpu.json",
                 "hardware_table": str(HARDWARE_TABLE)}
     analytic = {"hardware": entry, "title": title, "dtype": "float16", "attention": "unfused", "plot": PLOT}
+    fused = dict(analytic, attention="fused")
+    speedup_inputs = {"model_config": str(TINY_CONFIG), "acceptance": str(ACCEPTANCE)}
+    speedup = {"model": "tiny", "speedup": {"batch": 1, "kv_len": [128, 256], "max_candidates": 8},
+               "medusa_heads": "tree", "per_launch_s": 3e-6}
     a, m = "results/figures/tiny/a100-80gb-pcie", "results/figures/tiny/cpu"
     return [
-        ("qkpv_medusa", table, analytic, f"{a}/qkpv_medusa"),
+        ("qkpv_medusa", dict(table, paper=str(PAPER_TABLE)), analytic, f"{a}/qkpv_medusa"),
+        ("qkpv_medusa_fused", fused_table, fused, f"{a}/qkpv_medusa_fused"),
         ("all_ops", table, analytic, f"{a}/all_ops"),
+        ("all_ops_fused", fused_table, fused, f"{a}/all_ops_fused"),
         ("mlp_spec", table, analytic, f"{a}/mlp_spec"),
-        ("speedup", {"model_config": str(TINY_CONFIG), "acceptance": str(ACCEPTANCE)},
-         dict(analytic, model="tiny", speedup={"batch": 1, "kv_len": [128, 256], "max_candidates": 8},
-              medusa_heads="tree", launch_floor_s=3e-6),
-         f"{a}/speedup"),
+        ("speedup", speedup_inputs, dict(analytic, **speedup), f"{a}/speedup"),
+        ("speedup_fused", speedup_inputs, dict(fused, **speedup), f"{a}/speedup_fused"),
         ("qkpv_medusa_measured", measured, {"model_display": "Tiny Llama", "plot": PLOT},
          f"{m}/qkpv_medusa_measured"),
         ("measured_vs_analytic", measured, {"model_display": "Tiny Llama", "plot": PLOT},
@@ -99,8 +104,9 @@ def packed(tmp_path_factory):
     dims = model_dims("tiny")
     with contextlib.chdir(work):
         a100 = load_table(HARDWARE_TABLE)["a100-80gb-pcie"]
-        write_csv(analytic_table("tiny", dims, a100, "float16", [16, 32], [1, 2], [128, 256]),
-                  "results/analytic/tiny/a100-80gb-pcie.csv")
+        for name, attention in (("tiny", "unfused"), ("tiny-fused", "fused")):
+            write_csv(analytic_table("tiny", dims, a100, "float16", [16, 32], [1, 2], [128, 256], attention),
+                      f"results/analytic/{name}/a100-80gb-pcie.csv")
         metrics = compute_metrics(measured_rows(), {"tiny": dims}, CEILINGS, None)
         write_csv(metrics, "results/metrics/tiny/cpu.csv")
         write_json(CEILINGS, "results/ceilings/cpu.json")
@@ -116,7 +122,7 @@ def packed(tmp_path_factory):
             render.save(fig, points, kind, inputs, params, f"{stem}.csv", f"{stem}{render.RECIPE_SUFFIX}")
         results = sorted(str(p.relative_to(work)) for p in (work / "results").rglob("*") if p.is_file())
         tarball = work / "results/archive/test.tar.gz"
-        archive.pack_run(tarball, results, [str(HARDWARE_TABLE), str(ACCEPTANCE), str(TINY_CONFIG)],
+        archive.pack_run(tarball, results, [str(HARDWARE_TABLE), str(ACCEPTANCE), str(TINY_CONFIG), str(PAPER_TABLE)],
                          {"run_name": "test"}, {"device": "cpu"})
     return work, tarball, results
 
@@ -127,7 +133,8 @@ def test_every_kind_has_a_recipe_with_relative_inputs(packed):
     kinds = {json.loads((work / p).read_text())["kind"]: p for p in recipes}
     assert set(kinds) == set(render.KINDS)
     recipe = json.loads((work / kinds["qkpv_medusa"]).read_text())
-    assert recipe["inputs"] == {"table": "results/analytic/tiny/a100-80gb-pcie.csv"}
+    assert recipe["inputs"] == {"table": "results/analytic/tiny/a100-80gb-pcie.csv",
+                                "paper": PAPER_TABLE.as_posix()}  # outside the workdir: absolute
     assert recipe["params"]["attention"] == "unfused" and recipe["params"]["plot"] == PLOT
     assert recipe["outputs"] == {"figures": ["results/figures/tiny/a100-80gb-pcie/qkpv_medusa.svg"],
                                  "points": "results/figures/tiny/a100-80gb-pcie/qkpv_medusa.csv"}

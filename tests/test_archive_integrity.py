@@ -19,7 +19,6 @@ from medusa_roofline.core.io import sha256_file
 from medusa_roofline.repro import archive
 from medusa_roofline.repro.verify import INPUTS, MANIFEST
 
-pytestmark = pytest.mark.filterwarnings("ignore::medusa_roofline.analytic.hardware.UnknownDeviceWarning")
 
 QKPV = "results/figures/tiny/a100-80gb-pcie/qkpv_medusa"
 TABLE = "results/analytic/tiny/a100-80gb-pcie.csv"

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from medusa_roofline.core.errors import ConfigError
+from medusa_roofline.decoding.heads import MedusaHeads, save_medusa_heads
 from medusa_roofline.models.source import PRESET_DIR
 from medusa_roofline.repro import settings
 
@@ -79,6 +80,25 @@ def fake_nvidia_smi(tmp, monkeypatch, line="Tesla T4, 7.5"):
     (bin_dir / "nvidia-smi").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def heads_file(tmp, num_heads=2):
+    """A Medusa heads file for the tiny preset (hidden 64, vocab 256), in the reference layout."""
+    path = tmp / "inputs" / "medusa_lm_head.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_medusa_heads(MedusaHeads(64, 256, num_heads=num_heads, seed=1), path)
+    return str(path)
+
+
+def tiny_acceptance(tmp, **entry):
+    """The tiny preset measured with its own heads file (rule acceptance), on a small grid."""
+    return {"measure": dict(MEASURE, candidates=[4]),
+            "acceptance": {"models": {"tiny": {"heads": heads_file(tmp), **entry}}, "top_k": 3, "max_new_tokens": 8,
+                           "random_prompts": 2, "prompt_len": 4}}
+
+
+DEMO = {"demo": {"enabled": True}, "measure": {"models": [], "device": "cpu", "candidates": [4], "batch": [1],
+                                                "kv_len": [32], "reps": 2, "warmup": 1}}
 
 
 # Each case: (id, patch(tmp, monkeypatch) -> config patch, dry run?, needles in the output)
@@ -165,6 +185,26 @@ CASES = [
         "acceptance_table": write_file(t, "small.csv", "head,rank,accuracy\n0,0,0.5\n0,1,0.2\n")}}, True,
      ["best_tree.max_candidates", "exceeds the largest tree", "(3 nodes)"]),
     ("step-heads-unknown", lambda t, m: {"step": {"medusa_heads": "some"}}, True, ["medusa_heads", "tree"]),
+    ("acceptance-not-a-measured-model", lambda t, m: {"acceptance": {"models": {"other": {"heads": heads_file(t)}}}},
+     True, ["acceptance.models.other", "'other' is not a measured model", "none (measure.models is empty)"]),
+    ("acceptance-heads-file-missing", lambda t, m: merge(tiny_acceptance(t), {"acceptance": {"models": {"tiny": {
+        "heads": str(t / "inputs" / "nope.safetensors")}}}}), True,
+     ["acceptance.models.tiny.heads", "nope.safetensors", "does not exist"]),
+    ("acceptance-prompt-file-missing", lambda t, m: tiny_acceptance(t, prompts=str(t / "inputs" / "nope.jsonl")),
+     True, ["acceptance.models.tiny.prompts", "nope.jsonl", "does not exist"]),
+    ("demo-tree-beyond-heads", lambda t, m: merge(DEMO, {"acceptance": {"top_k": 2},
+                                                         "measure": {"candidates": [4, 40]}}), True,
+     ["[40] exceed the largest tree the demo's 4 heads x top-2 table can build (31 nodes)"]),
+    ("demo-kv-len-beyond-positions", lambda t, m: merge(DEMO, {"demo": {"base": {"max_positions": 128}},
+                                                               "measure": {"kv_len": [200]}}), True,
+     ["measure.kv_len", "204 tokens", "'demo-llama' max_position_embeddings 128"]),
+    ("demo-layers-beyond-model", lambda t, m: merge(DEMO, {"measure": {"layers": 3}}), True,
+     ["measure.layers: 3 is outside 1..2, the decoder layers the demo model 'demo-llama' has"]),
+    ("demo-name-taken", lambda t, m: merge(DEMO, {"demo": {"name": "tiny"}, "measure": {"models": ["tiny"]}}), True,
+     ["demo.name: 'tiny' is already a measured model name"]),
+    ("demo-entry-in-acceptance-models", lambda t, m: merge(DEMO, {"acceptance": {"models": {
+        "demo-llama": {"heads": heads_file(t)}}}}), True,
+     ["acceptance.models.demo-llama", "come from the demo rules"]),
 ]
 
 @pytest.mark.workflow

@@ -1,5 +1,5 @@
-"""benchmarks/qkpv_harness.py: runs end to end on the CPU with --quick (CI), flags launch-bound points,
-and the timer-floor helper it uses. The GPU targets are reported by the harness, never asserted here."""
+"""benchmarks/qkpv_harness.py: runs end to end on the CPU with --quick (CI), reports both byte counts and
+% of copy roof on the moved bytes, and the timer-floor helper it uses. The GPU targets are reported by the harness, never asserted here."""
 
 from __future__ import annotations
 
@@ -34,9 +34,13 @@ def test_quick_run_on_cpu_writes_table_summary_and_overhead(tmp_path):
         ("eager", "qk"), ("eager", "softmax"), ("eager", "pv"), ("sdpa", "attn")}
     assert set(table["mode"]) == {"ar", "medusa-16"} and set(table["kv_len"]) == {128, 256}
     assert (table["model"] == "llama-33b").all() and (table["heads"] == 52).all()  # true 33B shapes
-    for col in ("bytes", "time_s_median", "achieved_bytes_per_s", "pct_copy_roof", "spread"):
+    for col in ("bytes_counted", "bytes_moved", "time_s_median", "achieved_bytes_per_s_moved", "pct_copy_roof_moved",
+                "spread"):
         assert (table[col] > 0).all(), col
-    assert table["pct_spec_roof"].isna().all()  # a CPU has no datasheet entry
+    assert (table["bytes_moved"] >= table["bytes_counted"]).all()
+    medusa_qk = table[(table["op"] == "qk") & (table["mode"] == "medusa-16")]
+    assert (medusa_qk["bytes_moved"] > medusa_qk["bytes_counted"]).all()  # the tree mask's columns
+    assert table["pct_spec_roof_moved"].isna().all()  # a CPU has no datasheet entry
     assert table["launch_bound"].dtype == bool
     overhead = pd.read_csv(out / "qkpv_harness_overhead.csv")
     assert {"empty timed region", "tiny kernel (x.add_(1), 1 element)"} == set(overhead["what"])
@@ -48,22 +52,9 @@ def test_quick_run_on_cpu_writes_table_summary_and_overhead(tmp_path):
     assert (out / "qkpv_harness_ceilings.json").is_file()
 
 
-def test_launch_bound_flags_flat_time_while_bytes_grow(harness):
-    rows = []
-    for kv, (nbytes, t) in enumerate([(1e6, 10e-6), (4e6, 11e-6), (16e6, 40e-6), (64e6, 160e-6)]):
-        rows.append({"attention_backend": "eager", "op": "qk", "mode": "ar", "kv_len": kv, "bytes": nbytes,
-                     "time_s_median": t})
-    rows.append({"attention_backend": "eager", "op": "pv", "mode": "ar", "kv_len": 0, "bytes": 1e5,
-                 "time_s_median": 3e-6})
-    flagged = harness.flag_launch_bound(pd.DataFrame(rows), floor_s=2e-6)
-    assert flagged["launch_bound"].tolist() == [True, True, False, False, True]
-    assert "time flat" in flagged["launch_reason"][0] and "tiny-kernel" in flagged["launch_reason"][4]
-    assert flagged["launch_reason"][2] == ""
-
-
 def test_targets_are_evaluated_not_asserted(harness):
     table = pd.DataFrame({"attention_backend": ["eager", "eager", "sdpa"], "op": ["qk", "pv", "attn"],
-                          "bytes": [2e8, 2e8, 5e7], "pct_copy_roof": [85.0, 70.0, 50.0],
+                          "bytes": [2e8, 2e8, 5e7], "pct_copy_roof_moved": [85.0, 70.0, 50.0],
                           "spread": [1.01, 1.02, 1.10]})
     copy, spread = harness.check_targets(table)
     assert (copy["points"], copy["passing"], copy["met"]) == (2, 1, False)
@@ -97,3 +88,34 @@ def test_a_failing_backend_is_reported_and_the_others_still_run(harness, tmp_pat
     assert "backend flex FAILED: RuntimeError: flex kernel exploded" in out
     assert set(pd.read_csv(tmp_path / "qkpv_harness.csv")["attention_backend"]) == {"eager"}
     assert "## Backends that failed" in (tmp_path / "qkpv_harness.md").read_text()
+
+
+def test_repeatability_compares_two_runs(tmp_path):
+    import json
+
+    script = REPO / "benchmarks" / "repeatability.py"
+
+    def run(root, copy, speedup, flagged):
+        (root / "ceilings").mkdir(parents=True)
+        (root / "ceilings" / "cpu.json").write_text(json.dumps({
+            "bandwidth": {"copy": {"median": copy}, "read": {"median": 2e10}},
+            "matmul": {"float32": {"median": 9e10}}, "launch_floor": {"floor_s": 3e-6}}))
+        (root / "metrics" / "tiny").mkdir(parents=True)
+        pd.DataFrame({"sanity": ["ok", "above_measured_roof" if flagged else "ok"]}).to_csv(
+            root / "metrics" / "tiny" / "cpu.csv", index=False)
+        (root / "figures" / "tiny" / "cpu").mkdir(parents=True)
+        pd.DataFrame({"source": ["measured"], "model": ["tiny"], "device": ["cpu"], "batch": [4], "kv_len": [128],
+                      "candidates": [16], "speedup": [speedup], "speedup_p10": [speedup * 0.9],
+                      "speedup_p90": [speedup * 1.1]}).to_csv(root / "figures" / "tiny" / "cpu" / "speedup_measured.csv",
+                                                           index=False)
+        return root
+
+    a = run(tmp_path / "a", 2.0e10, 1.5, False)
+    same = subprocess.run([sys.executable, str(script), str(a), str(run(tmp_path / "b", 2.1e10, 1.6, True))],
+                          capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "copy roofs within 10 %: yes" in same.stdout and "1 of 1 points agree" in same.stdout
+    assert "'metrics/tiny/cpu.csv': 1" in same.stdout
+    apart = subprocess.run([sys.executable, str(script), str(a), str(run(tmp_path / "c", 3.0e10, 3.0, False))],
+                           capture_output=True, text=True)
+    assert apart.returncode == 1 and "copy roofs within 10 %: NO" in apart.stdout and "0 of 1" in apart.stdout

@@ -16,7 +16,7 @@ from medusa_roofline.repro import settings
 from medusa_roofline.results.best_tree import COLUMNS, batch_growth_exceptions, best_tree_table, best_tree_tables
 
 ONES = ModelDims(hidden=1, heads=1, kv_heads=1, head_dim=1, intermediate=1, layers=1, vocab=1, max_positions=0)
-HAND = Calibration("datasheet", peak_flops=1.0, bandwidth=2.0, launch_floor_s=0.0, source="by hand")
+HAND = Calibration("datasheet", peak_flops=1.0, bandwidth=2.0, per_launch_s=0.0, source="by hand")
 ROOT_AND_FIRST = Tree("one-path", ((0,),))
 """A reference tree of 2 nodes: the root and head 0's first proposal."""
 
@@ -36,12 +36,12 @@ def test_no_tree_pays_on_a_compute_bound_toy():
 
 def test_ties_go_to_the_smaller_tree():
     """Launch-bound steps cost the same for every tree; a second node that is never accepted adds nothing:
-    trees of 2 and 3 tie (2 tokens per step over 48 + 5 launches vs 48) and the best is 2."""
+    trees of 2 and 3 tie (2 tokens per step over 46 + 5 launches vs 46) and the best is 2."""
     floor = Calibration("datasheet", 1e30, 1e30, 1.0, "floor")
     df = best_tree_table("ones", ONES, np.array([[1.0, 0.0]]), floor, "float32", [1, 4], [1, 64], max_candidates=3,
                          reference=Tree("two", ((0,), (1,))), hardware="hw", display_name="HW")
     assert set(df["best_candidates"]) == {2}
-    assert df["best_speedup"].tolist() == pytest.approx([2 * 48 / 53] * 4)
+    assert df["best_speedup"].tolist() == pytest.approx([2 * 46 / 51] * 4)
     assert df["reference_speedup"].tolist() == pytest.approx(df["best_speedup"].tolist())
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
 import pytest
 
 from medusa_roofline.analytic.hardware import (
-    UnknownDeviceWarning,
     detect_hardware,
     load_table,
     measured_hardware,
@@ -45,16 +45,36 @@ def test_cpu_ceilings_positive_with_spread(cpu_ceilings):
     assert c["bandwidth_bytes_per_s"] == max(v["median"] for v in c["bandwidth"].values())
     assert c["peak_flops_per_s"] == c["matmul"]["float32"]["median"]
     assert c["versions"]["torch"] and c["threads"] >= 1
+    floor = c["launch_floor"]  # what the metrics' launch-bound flag compares with
+    assert floor["floor_s"] == max(floor["one_element_kernel"]["median"], floor["empty_region"]["median"]) > 0
+    assert floor["floor_s"] < 1e-2
     json.dumps(c)  # JSON-able as is
 
 
-def test_cpu_launch_floor(cpu_ceilings):
-    """Seconds per one-element kernel launch, back to back, with spread; the timer's floor beside it."""
-    launch = cpu_ceilings["launch"]
-    assert launch["launches_per_rep"] == 100 and launch["reps"] == 3
-    assert 0 < launch["p10"] <= launch["median"] <= launch["p90"] < 1e-2  # microseconds, not seconds
-    assert cpu_ceilings["launch_floor_s"] == launch["median"]
-    assert 0 <= cpu_ceilings["timer_floor_s"] < cpu_ceilings["launch_floor_s"] * 100
+def test_cpu_per_launch_cost(cpu_ceilings):
+    """Seconds per one-element kernel launch, back to back, with spread; not the launch floor (one op alone)."""
+    per = cpu_ceilings["per_launch"]
+    assert per["launches_per_rep"] == 100 and per["reps"] == 3
+    assert 0 < per["p10"] <= per["median"] <= per["p90"] < 1e-2  # microseconds, not seconds
+    assert cpu_ceilings["per_launch_s"] == per["median"]
+    assert "launch_floor_s" not in cpu_ceilings  # one name, one meaning: that is a measured row's column
+
+
+def test_the_timing_thread_count_is_set_and_recorded():
+    import torch
+
+    from medusa_roofline.measure.timing import use_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1
+        c = measure_ceilings("cpu", "float32", reps=1, warmup=0, copy_bytes=1 << 20, matmul_n=16, flush_l2=False)
+        assert c["threads"] == 1
+        assert use_threads(None) == 1  # None leaves it as it is
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            use_threads(0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_measured_roofs_pick_the_rows_dtype(cpu_ceilings):
@@ -104,11 +124,16 @@ def test_detect_hardware_matches(table, name, key):
         assert detect_hardware(table, name).key == key
 
 
-def test_unknown_device_warns_how_to_add_an_entry(table):
-    with pytest.warns(UnknownDeviceWarning) as record:
+def test_unknown_device_is_described_once_as_information(table, caplog):
+    """A CPU (any device without a datasheet entry) is expected: one INFO line that says how to add an
+    entry, no warning (warnings on the default config would teach users to ignore warnings)."""
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="medusa_roofline"):
+        warnings.simplefilter("error")
         assert detect_hardware(table, "AMD EPYC 7B13") is None
-    message = str(record[0].message)
-    assert "AMD EPYC 7B13" in message and "config/hardware.yaml" in message and "match:" in message
+    records = [r for r in caplog.records if "AMD EPYC 7B13" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.INFO]
+    message = records[0].getMessage()
+    assert "config/hardware.yaml" in message and "match:" in message and "measured roofs only" in message
 
 
 @pytest.mark.gpu
@@ -120,4 +145,4 @@ def test_cuda_ceilings():
     assert c["dtype"] == "float16" and c["device_type"] == "cuda"
     assert c["bandwidth_bytes_per_s"] > 1e10 and c["peak_flops_per_s"] > 1e12
     assert c["device_name"] == torch.cuda.get_device_name()
-    assert 0 < c["launch_floor_s"] < 1e-4  # a few microseconds per launch on a GPU
+    assert 0 < c["per_launch_s"] < 1e-4  # a few microseconds per launch on a GPU

@@ -22,7 +22,7 @@ from medusa_roofline.results.speedup import analytic_speedup
 TINY = ModelDims(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, layers=2, vocab=256, max_positions=4096)
 A100 = Hardware("a100-80gb-pcie", "A100 80GB PCIe", 1.935e12, 312e12, "datasheet")
 CEILINGS = {"device": "cpu", "device_name": "Test CPU", "bandwidth_bytes_per_s": 3e10, "peak_flops_per_s": 1.5e11,
-            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}}
+            "bandwidth_kind": "read", "matmul": {"float32": {"median": 1.5e11}}, "per_launch_s": 2e-6}
 LAYER = ["q_proj", "k_proj", "v_proj", "o_proj", "qk", "softmax", "pv", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -52,7 +52,16 @@ def metrics():
 
 def scatter_data(ax) -> dict[str, np.ndarray]:
     return {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections
-            if isinstance(c, PathCollection) and not c.get_label().startswith("_")}
+            if isinstance(c, PathCollection) and not c.get_label().startswith("_")
+            and c.get_label() != figures.LAUNCH_LABEL}
+
+
+def test_all_ops_fused_says_so_in_its_series(table):
+    fused = analytic_table("tiny", TINY, A100, "float16", [16], [1, 2], [128, 256], attention="fused")
+    fig, points = figures_analytic.all_ops(fused, A100, "t", attention="fused")
+    assert {"qk/pv fused init", "qk/pv fused ar", "qkv mlp ar"} <= set(points["series"])
+    assert_scatter_matches(fig, points, "all_ops_fused")
+    plt.close(fig)
 
 
 def assert_scatter_matches(fig, points, kind):
@@ -63,6 +72,12 @@ def assert_scatter_matches(fig, points, kind):
         pts = points[points["series"] == name]
         np.testing.assert_allclose(xy, pts[[x, y]].to_numpy(float), rtol=1e-12)
     assert sum(len(v) for v in drawn.values()) == len(points)
+    if "launch_bound" in points.columns:  # launch-bound points, and only those, wear a ring
+        rings = [c for c in fig.axes[0].collections if c.get_label() == figures.LAUNCH_LABEL]
+        flagged = points.loc[points["launch_bound"], [x, y]].to_numpy(float)
+        assert len(rings) == (1 if len(flagged) else 0)
+        if rings:
+            np.testing.assert_allclose(np.asarray(rings[0].get_offsets()), flagged, rtol=1e-12)
 
 
 def assert_common_columns(points, source):
@@ -90,8 +105,8 @@ def test_all_ops(table, tmp_path):
 
 def test_mlp_spec(table):
     fig, points = figures_analytic.mlp_spec(table, A100, "t")
-    assert list(dict.fromkeys(points["series"])) == [
-        "up/gate/down ar", "up/gate/down spec: 16", "up/gate/down spec: 32"]
+    assert list(dict.fromkeys(points["series"])) == [  # named as on the qk/pv chart (the paper: "spec: 16")
+        "up/gate/down ar", "up/gate/down Medusa (# cand.: 16)", "up/gate/down Medusa (# cand.: 32)"]
     assert set(points["op"]) == {"gate_proj", "up_proj", "down_proj"}
     assert_common_columns(points, "analytic")
     assert_scatter_matches(fig, points, "mlp_spec")
@@ -139,6 +154,7 @@ def test_speedup_figure():
                            range(1, 8), hardware=A100.key)
     fig, points = figures.speedup_figure(pts.sample(frac=1, random_state=0), "Tiny Llama, A100", "analytic")
     drawn = line_data(fig.axes[0])
+    assert drawn.pop("no speedup (1.0)")[:, 1].tolist() == [1.0, 1.0]  # the 1.0 line, named in the legend
     assert set(drawn) == {"seq_len 128", "seq_len 512"}
     for name, xy in drawn.items():
         np.testing.assert_allclose(xy, points[points["series"] == name][["candidates", "speedup"]].to_numpy(float))
@@ -155,9 +171,9 @@ def test_speedup_figure_mixed_sources_dashes_the_analytic_lines():
     analytic["series"] += " (analytic, measured roofs)"
     measured = analytic.assign(source="measured", series="seq_len 64", speedup=[0.9, 1.1])
     fig, points = figures.speedup_figure(pd.concat([analytic, measured]), "t", "s")
-    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_marker()) for ln in fig.axes[0].lines
-              if not ln.get_label().startswith("_")}
-    assert styles == {"seq_len 64": ("-", "o"), "seq_len 64 (analytic, measured roofs)": ("--", "None")}
+    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_markevery()) for ln in fig.axes[0].lines
+              if not ln.get_label().startswith("_") and ln.get_label() != "no speedup (1.0)"}
+    assert styles == {"seq_len 64": ("-", 1), "seq_len 64 (analytic, measured roofs)": ("--", (0, 1))}
     assert list(points["source"]) == ["measured", "measured", "analytic", "analytic"]
     plt.close(fig)
 
@@ -190,4 +206,54 @@ def test_best_tree_figure_draws_exactly_its_points():
         assert set(lines) == set(pts["series"])
         for name, xy in lines.items():
             np.testing.assert_allclose(xy, pts[pts["series"] == name][["batch", "best_candidates"]].to_numpy(float))
+    plt.close(fig)
+
+
+def test_speedup_figure_real_generation_and_error_bars():
+    table = np.array([[0.6]])
+    base = analytic_speedup("tiny", TINY, table, Calibration("measured", 1e12, 1e11, 0.0, "test"), "float32", 1,
+                            [64], [1, 2]).assign(source="measured")
+    rows = pd.concat([base.assign(series="seq_len 64 (measured table)", acceptance="measured table"),
+                      base.assign(series="seq_len 64 (real generation)", acceptance="real generation")])
+    rows = rows.assign(speedup_p10=rows["speedup"] * 0.8, speedup_p90=rows["speedup"] * 1.1)
+    fig, points = figures.speedup_figure(rows, "t", "s")
+    ax = fig.axes[0]
+    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_marker()) for ln in ax.lines
+              if not ln.get_label().startswith("_")}
+    assert styles == {"seq_len 64 (measured table)": ("-", "s"), "seq_len 64 (real generation)": (":", "o"),
+                      "no speedup (1.0)": ("-.", "None")}
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 2
+    segments = np.concatenate([np.asarray(b.lines[2][0].get_segments()) for b in bars])
+    want = points[["speedup_p10", "speedup_p90"]].to_numpy()
+    np.testing.assert_allclose(np.sort(segments[:, :, 1], axis=1), want)
+    plt.close(fig)
+
+
+def test_speedup_measured_render_with_real_generation(metrics, tmp_path):
+    import json
+
+    from medusa_roofline.core.paths import REPO_ROOT
+
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    (tmp_path / "ceilings.json").write_text(json.dumps(CEILINGS))
+    pd.DataFrame({"candidates": [16], "tokens_per_step": [2.5]}).to_csv(tmp_path / "generation.csv", index=False)
+    inputs = {"metrics": str(tmp_path / "metrics.csv"), "ceilings": str(tmp_path / "ceilings.json"),
+              "hardware_table": str(REPO_ROOT / "config" / "hardware.yaml"),
+              "acceptance": str(REPO_ROOT / "config" / "acceptance" / "default.csv"),
+              "model_config": str(REPO_ROOT / "config" / "models" / "tiny" / "config.json"),
+              "generation": str(tmp_path / "generation.csv")}
+    params = {"model": "tiny", "model_display": "Tiny", "batch": 1, "medusa_heads": "tree", "plot": {"width": 6, "height": 4}}
+    fig, points = render.render("speedup_measured", inputs, params)
+    measured = points[points["source"] == "measured"]
+    assert set(measured["acceptance"]) == {"shipped table", "real generation"}
+    real = measured[measured["acceptance"] == "real generation"]
+    assert set(real["candidates"]) == {16} and (real["expected_tokens"] == 2.5).all()
+    analytic = points.loc[points["source"] == "analytic", "series"]
+    assert analytic.str.endswith("(analytic, measured roofs, shipped table)").all()
+    assert "measured step latency x shipped table and real generation" in fig.axes[0].get_title()
+    measured_table = tmp_path / "acceptance.csv"
+    pd.read_csv(inputs["acceptance"]).assign(count=1, total=2).to_csv(measured_table, index=False)
+    _, again = render.render("speedup_measured", dict(inputs, acceptance=str(measured_table), generation=""), params)
+    assert set(again.loc[again["source"] == "measured", "acceptance"]) == {"measured table"}
     plt.close(fig)

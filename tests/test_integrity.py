@@ -204,12 +204,12 @@ def test_speedup_acceptance_table_is_checked_with_the_config(tmp_path):
                "acceptance_table": str(bad)}
     default = str(DEFAULT_ACCEPTANCE)
     with pytest.raises(ConfigError, match=r"^speedup.acceptance_table: .*acc.csv line 2: accuracy 1.5"):
-        settings.resolve_speedup(section, table, REPO, default)
+        settings.resolve_speedup(section, table, REPO, default, [1])
     section.update(models=["tiny"], acceptance_table=str(small))
     with pytest.raises(ConfigError, match=r"^speedup.max_candidates: 16 exceeds .*small.csv .*\(3 nodes\)"):
-        settings.resolve_speedup(section, table, REPO, default)
+        settings.resolve_speedup(section, table, REPO, default, [1])
     section.update(acceptance_table=None)  # the default table: 11111 nodes
-    settings.resolve_speedup(section, table, REPO, default)
+    settings.resolve_speedup(section, table, REPO, default, [1])
 
 
 # ---------------------------------------------------------- finding 4: weights are workflow inputs

@@ -16,13 +16,13 @@ from conftest import REPO, run_snakemake
 PINNED = {
     "results/analytic/llama-33b/a100-80gb-pcie.csv": "199896f5eab318be673165a49edf60f73b7af53434ca59d4c075b0da78b3940d",
     "results/analytic/llama-33b/a40.csv": "249634fdc9ab36bc4902e985e3c7913d253d4f9491b619f35ed566db375fc44e",
-    "results/figures/llama-33b/a100-80gb-pcie/qkpv_medusa.csv": "4173f5a18b41c072924ce74e64055570e083bbe7bc43afa56ee93a983c43125b",
+    "results/figures/llama-33b/a100-80gb-pcie/qkpv_medusa.csv": "a4499f44153af5c435e8d98fef24ac697d9bdf8a97fe8a567073fdb7ccd56f60",
     "results/figures/llama-33b/a40/qkpv_medusa.csv": "676042a5aae213ea0e20c7f56253ebd03a6145cd45fe95e0c830815ba2373291",
     "results/figures/llama-33b/a100-80gb-pcie/all_ops.csv": "62742977b927fe2d26daed89e351f22230b72f558844c9c312314c258b93a9f2",
     "results/figures/llama-33b/a40/all_ops.csv": "3610bd0422e5c977bf149f16ffe334fe7ac3dc4f4ab39e858b9f03ead87bb870",
-    "results/figures/llama-33b/a100-80gb-pcie/mlp_spec.csv": "9fcc3e290ce52308a03804d5b04dd5414328b93001b8585f1a03b890906507b4",
-    "results/figures/llama-33b/a40/mlp_spec.csv": "d687ef7c7fe72855ac1b2b976b76a6f8bcd9cabb22bbdb14980a5f7b15751cf9",
-    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "c55064505e274be4289f77e7d9bc7fdf6e992931b91900d094279c8d4b0f9912",
+    "results/figures/llama-33b/a100-80gb-pcie/mlp_spec.csv": "61a33fc6b03db1d1534cba9ab25a19e9e1cbc88ffae5453ac05736c7a4fcc056",
+    "results/figures/llama-33b/a40/mlp_spec.csv": "e42782e70c4674f5cde9e2a4e4f54d89ee49e8a52126914db236f02d292874a7",
+    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "28d83934639297916c43293b94719bac7ea5a6a3e863c45bcf03fc1cd08dae00",
 }
 
 

@@ -1,4 +1,4 @@
-"""The roofline predictor by hand: max(flops / peak, bytes / bandwidth, launches x floor), and its calibrations."""
+"""The roofline predictor by hand: max(flops / peak, bytes / bandwidth, launches x per_launch), and its calibrations."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pytest
 
 from medusa_roofline.analytic.costmodel import Cost, launches
 from medusa_roofline.analytic.hardware import Hardware
-from medusa_roofline.analytic.predict import (DATASHEET_LAUNCH_FLOOR_S, Calibration, datasheet_calibration, limiter,
+from medusa_roofline.analytic.predict import (DATASHEET_PER_LAUNCH_S, Calibration, datasheet_calibration, limiter,
                                               measured_calibration, op_time, step_time)
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.models.source import ModelDims
 
 ONES = ModelDims(hidden=1, heads=1, kv_heads=1, head_dim=1, intermediate=1, layers=1, vocab=1, max_positions=0)
-CAL = Calibration("hand", peak_flops=10.0, bandwidth=4.0, launch_floor_s=0.5, source="by hand")
+CAL = Calibration("hand", peak_flops=10.0, bandwidth=4.0, per_launch_s=0.5, source="by hand")
 
 
 @pytest.mark.parametrize("flops,nbytes,k,expected,kind", [
@@ -49,12 +49,12 @@ def test_step_time_is_launch_bound_when_the_floor_dominates():
 def test_calibrations():
     hw = Hardware("gpu", "Some GPU", bandwidth=2e12, peak_flops=3e14, source="datasheet")
     ds = datasheet_calibration(hw)
-    assert (ds.name, ds.peak_flops, ds.bandwidth, ds.launch_floor_s) == ("datasheet", 3e14, 2e12, DATASHEET_LAUNCH_FLOOR_S)
-    assert datasheet_calibration(hw, 5e-6).launch_floor_s == 5e-6
-    ceilings = {"device_name": "cpu", "bandwidth_bytes_per_s": 2e10, "peak_flops_per_s": 1e11, "launch_floor_s": 2e-6,
+    assert (ds.name, ds.peak_flops, ds.bandwidth, ds.per_launch_s) == ("datasheet", 3e14, 2e12, DATASHEET_PER_LAUNCH_S)
+    assert datasheet_calibration(hw, 5e-6).per_launch_s == 5e-6
+    ceilings = {"device_name": "cpu", "bandwidth_bytes_per_s": 2e10, "peak_flops_per_s": 1e11, "per_launch_s": 2e-6,
                 "matmul": {"bfloat16": {"median": 3e11}}}
     m = measured_calibration(ceilings, "bfloat16")
-    assert (m.name, m.peak_flops, m.bandwidth, m.launch_floor_s) == ("measured", 3e11, 2e10, 2e-6)
+    assert (m.name, m.peak_flops, m.bandwidth, m.per_launch_s) == ("measured", 3e11, 2e10, 2e-6)
     assert measured_calibration(ceilings, "float32").peak_flops == 1e11
-    with pytest.raises(ConfigError, match="launch_floor_s"):
-        measured_calibration({k: v for k, v in ceilings.items() if k != "launch_floor_s"})
+    with pytest.raises(ConfigError, match="per_launch_s"):
+        measured_calibration({k: v for k, v in ceilings.items() if k != "per_launch_s"})

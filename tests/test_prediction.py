@@ -12,7 +12,7 @@ from medusa_roofline.models.source import ModelDims
 from medusa_roofline.results.prediction import COLUMNS, SUMMARY_COLUMNS, prediction_table, summarise
 
 SMALL = ModelDims(hidden=4, heads=2, kv_heads=1, head_dim=2, intermediate=8, layers=3, vocab=10, max_positions=64)
-CAL = Calibration("measured", peak_flops=1e3, bandwidth=1e3, launch_floor_s=0.1, source="by hand")
+CAL = Calibration("measured", peak_flops=1e3, bandwidth=1e3, per_launch_s=0.1, source="by hand")
 
 
 def row(**kw) -> dict:
@@ -32,7 +32,7 @@ def test_per_op_row_by_hand():
     assert (r["flops"], r["bytes"], r["launches"]) == (192, 128, 1)
     assert r["predicted_s"] == pytest.approx(0.192) and r["limiter"] == "compute"
     assert r["rel_error"] == pytest.approx(0.192 / 0.24 - 1) and r["abs_rel_error"] == pytest.approx(0.2)
-    assert r["within_band"] and not r["launch_bound"] and r["op_family"] == "linear"
+    assert r["within_band"] and not r["launch_limited"] and r["op_family"] == "linear"
     assert (r["time_s_p10"], r["time_s_p90"], r["calibration"]) == (0.2, 0.3, "measured")
 
 
@@ -41,7 +41,7 @@ def test_every_calibration_gets_a_row():
     out = prediction_table(pd.DataFrame([row(op="input_norm")]), SMALL, [CAL, other], num_heads=2)
     assert out["calibration"].tolist() == ["measured", "datasheet"]
     # RMSNorm of 6 rows x 4 in float16: 8 launches (6 + 2 casts) x 1 s beat 96 FLOPs and 104 B at 1e6/s
-    assert out.iloc[1]["predicted_s"] == pytest.approx(8.0) and bool(out.iloc[1]["launch_bound"])
+    assert out.iloc[1]["predicted_s"] == pytest.approx(8.0) and bool(out.iloc[1]["launch_limited"])
     assert out.iloc[1]["op_family"] == "norm"
 
 

@@ -55,8 +55,13 @@ def test_slurm_profile_without_site_variables(monkeypatch):
     assert int(prof["jobs"]) >= 1
     assert prof["default-resources"] == ["mem_mb=4000", "runtime=60"]
     # no partition/account/gpu_model unless the site sets them
-    assert not any("slurm_" in r or "gpu_model" in r for r in prof["set-resources"])
-    assert sorted(prof["set-resources"]) == ["ceilings:runtime=240", "microbench:runtime=240", "sweep:runtime=240"]
+    assert not any("slurm_partition" in r or "slurm_account" in r or "gpu_model" in r for r in prof["set-resources"])
+    measuring = ("ceilings", "microbench", "sweep")
+    assert sorted(r for r in prof["set-resources"] if "runtime" in r) == [f"{m}:runtime=240" for m in measuring]
+    extra = dict(r.split("=", 1) for r in prof["set-resources"] if "slurm_extra" in r)
+    for rule in measuring:  # a measuring job never shares its node: exclusive on GPU and CPU
+        assert evaluate(extra[f"{rule}:slurm_extra"], "cuda") == evaluate(extra[f"{rule}:slurm_extra"], "cpu") == (
+            "--exclusive")
 
 
 def test_slurm_profile_site_variables(monkeypatch):
@@ -75,6 +80,14 @@ def test_slurm_profile_site_variables(monkeypatch):
         assert evaluate(gpu[f"{rule}:gpu_model"], "cuda") == "h100"
         assert evaluate(gpu[f"{rule}:gpu_model"], "cpu") == ""
         assert evaluate(gpu[f"{rule}:slurm_extra"], "cuda") == "--exclusive --nice=5"
+        assert evaluate(gpu[f"{rule}:slurm_extra"], "cpu") == "--exclusive"
+
+
+def test_measuring_jobs_keep_the_site_flags_and_stay_exclusive(monkeypatch):
+    prof = parse_profile(SLURM_PROFILE, monkeypatch, MEDUSA_SLURM_EXTRA="--mail-type=FAIL")
+    extra = dict(r.split("=", 1) for r in prof["set-resources"] if "slurm_extra" in r)
+    assert evaluate(extra["sweep:slurm_extra"], "cuda") == "--exclusive --mail-type=FAIL"
+    assert evaluate(extra["sweep:slurm_extra"], "cpu") == "--exclusive --mail-type=FAIL"
 
 
 def evaluate(expression: str, device: str):

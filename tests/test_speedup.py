@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medusa_roofline.decoding.tree import expected_accept_length
-from medusa_roofline.models.source import ModelDims
 from medusa_roofline.analytic.costmodel import step_shape
 from medusa_roofline.analytic.predict import Calibration, datasheet_calibration, step_time
-from medusa_roofline.results.speedup import COLUMNS, analytic_speedup, measured_speedup, tree_paths
+from medusa_roofline.decoding.tree import DEFAULT_ACCEPTANCE, expected_accept_length
+from medusa_roofline.models.source import ModelDims
+from medusa_roofline.results.speedup import (COLUMNS, MEASURED_COLUMNS, acceptance_source, analytic_speedup,
+                                             measured_speedup, tree_paths)
 
 ONES = ModelDims(hidden=1, heads=1, kv_heads=1, head_dim=1, intermediate=1, layers=1, vocab=1, max_positions=0)
 
@@ -26,8 +27,8 @@ def test_expected_tokens_by_hand():
     assert tree_paths(table, 3) == [(0,), (1,)]  # 0.5 and 0.2 beat 0.5*0.4 = 0.2 on the tie (shorter first)
 
 
-FREE = Calibration("hand", peak_flops=1.0, bandwidth=1.0, launch_floor_s=0.0, source="by hand")
-"""1 FLOP/s, 1 B/s, no launch floor: with every dimension 1 and 1-byte elements, each op costs max(FLOPs, bytes) s."""
+FREE = Calibration("hand", peak_flops=1.0, bandwidth=1.0, per_launch_s=0.0, source="by hand")
+"""1 FLOP/s, 1 B/s, no launch cost: with every dimension 1 and 1-byte elements, each op costs max(FLOPs, bytes) s."""
 
 
 def test_step_time_by_hand():
@@ -107,3 +108,53 @@ def test_measured_speedup_skips_points_without_an_ok_ar_step():
     rows = step_rows()
     rows.loc[(rows["mode"] == "ar") & (rows["op"] == "step"), "status"] = "oom"
     assert measured_speedup(rows, np.array([[0.5]])).empty
+
+
+def test_measured_speedup_says_its_acceptance_source_and_adds_real_generation():
+    generation = pd.DataFrame({"candidates": [2, 16], "tokens_per_step": [1.3, 3.0]})
+    df = measured_speedup(step_rows(), np.array([[0.5]]), acceptance="measured table", generation=generation)
+    assert list(df.columns) == MEASURED_COLUMNS
+    assert list(df["acceptance"]) == ["measured table", "real generation"]  # no medusa-16 step: no row for it
+    assert list(df["series"]) == ["seq_len 64 (measured step latency x measured table)",
+                                  "seq_len 64 (measured step latency x real generation)"]
+    assert list(df["expected_tokens"]) == [1.5, 1.3]
+    assert df["speedup"].tolist() == pytest.approx([1.5 / 1.2, 1.3 / 1.2])
+    assert "acceptance: real generation" in df["provenance"].iloc[1]
+    # without p10/p90 columns the band collapses onto the median
+    assert df["speedup_p10"].tolist() == df["speedup_p90"].tolist() == df["speedup"].tolist()
+    with pytest.raises(ValueError, match="must be one of"):
+        measured_speedup(step_rows(), np.array([[0.5]]), acceptance="real generation")
+
+
+def test_measured_speedup_band_from_step_time_quantiles():
+    rows = step_rows().assign(time_s_p10=lambda d: d["time_s_median"] * 0.9,
+                              time_s_p90=lambda d: d["time_s_median"] * 1.2)
+    row = measured_speedup(rows, np.array([[0.5]])).iloc[0]
+    # low end: fast ar (p10) over slow medusa (p90); high end: the reverse
+    assert row["speedup_p10"] == pytest.approx(1.5 * 9e-3 / 14.4e-3)
+    assert row["speedup_p90"] == pytest.approx(1.5 * 12e-3 / 10.8e-3)
+    assert row["speedup_p10"] < row["speedup"] < row["speedup_p90"]
+
+
+def test_acceptance_source_from_the_file(tmp_path):
+    shipped = DEFAULT_ACCEPTANCE.read_bytes()
+    assert acceptance_source(DEFAULT_ACCEPTANCE) == "shipped table"
+    (tmp_path / "copy.csv").write_bytes(shipped)
+    assert acceptance_source(tmp_path / "copy.csv") == "shipped table"  # by content (an unpacked archive)
+    (tmp_path / "edited.csv").write_bytes(shipped.replace(b"0.560388", b"0.6"))
+    assert acceptance_source(tmp_path / "edited.csv") == "given table"
+    (tmp_path / "measured.csv").write_text("head,rank,accuracy,count,total,ci95_low,ci95_high\n0,0,0.5,5,10,0.2,0.8\n")
+    assert acceptance_source(tmp_path / "measured.csv") == "measured table"
+
+
+def test_two_runs_agree_when_their_bands_overlap():
+    from medusa_roofline.results.speedup import bands_agree
+
+    rows = step_rows()
+    rows["time_s_p10"], rows["time_s_p90"] = rows["time_s_median"] * 0.95, rows["time_s_median"] * 1.05
+    first = measured_speedup(rows, np.array([[0.5]]))
+    slower = rows.copy()
+    slower.loc[slower["phase"] == "medusa", ["time_s_median", "time_s_p10", "time_s_p90"]] *= 1.02
+    assert bands_agree(first, measured_speedup(slower, np.array([[0.5]])))["agree"].all()
+    slower.loc[slower["phase"] == "medusa", ["time_s_median", "time_s_p10", "time_s_p90"]] *= 1.5
+    assert not bands_agree(first, measured_speedup(slower, np.array([[0.5]])))["agree"].any()

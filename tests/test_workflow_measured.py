@@ -1,6 +1,9 @@
-"""The measured stages of the real workflow: load_model, one sweep job per mode, microbench."""
+"""The measured stages of the real workflow: load_model, one sweep job per mode, microbench; and no
+measuring job sharing the machine with any other job of its run."""
 
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -55,3 +58,60 @@ def test_every_figure_for_every_model_and_hardware(tmp_path, snakemake_run, tiny
     measured = sum(len(pd.read_csv(p)) for p in (tmp_path / "results/measured/tiny/cpu").glob("*.csv"))
     measured += len(pd.read_csv(tmp_path / "results/microbench/tiny/cpu.csv"))
     assert len(pd.read_csv(tmp_path / "results/metrics/tiny/cpu.csv")) == measured
+
+
+# ------------------------------------------------------------------------------ nothing beside a timer
+
+MEASURING_RULES = ("ceilings", "sweep", "microbench")
+START = re.compile(r"job start: process started at ([0-9.]+), script entered at ([0-9.]+)")
+END = re.compile(r"job end at ([0-9.]+)")
+
+
+def job_intervals(workdir: Path) -> list[tuple[str, str, float, float]]:
+    """(rule, log file, start, end) of every job of a run: from its process start to its last line of
+    Python, as medusa_roofline/entry.py logs them (epoch seconds) in the rule's log."""
+    out = []
+    for log in sorted((workdir / "results" / "logs").rglob("*.log")):
+        text = log.read_text()
+        start, end = START.search(text), END.search(text)
+        assert start and end, f"{log}: no job start/end line"
+        rule = log.relative_to(workdir / "results" / "logs").parts[0]
+        out.append((rule, str(log), float(start.group(1)), float(end.group(1))))
+    return out
+
+
+def overlaps(intervals) -> list[tuple[str, str]]:
+    """Pairs (measuring job, other job) whose intervals intersect."""
+    return [(a[1], b[1]) for a in intervals if a[0] in MEASURING_RULES for b in intervals
+            if b is not a and a[2] < b[3] and b[2] < a[3]]
+
+
+def test_the_overlap_check_finds_overlaps():
+    jobs = [("sweep", "s", 10.0, 20.0), ("figures", "f", 19.5, 30.0), ("analytic", "a", 0.0, 9.9),
+            ("analytic", "b", 1.0, 5.0)]
+    assert overlaps(jobs) == [("s", "f")]  # two non-measuring jobs may overlap; a measuring one may not
+    assert overlaps(jobs[:1] + jobs[2:]) == []
+
+
+@pytest.mark.workflow
+def test_measuring_jobs_run_alone(tmp_path, snakemake_run, tiny_measured_config):
+    """A real run on 2 cores: every ceilings/sweep/microbench job ran with no other job of the run beside
+    it (from the run's own logs), all with the same recorded timing thread count."""
+    config = dict(tiny_measured_config, ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128})
+    config["measure"] = dict(config["measure"], candidates=[16, 32])
+    run = snakemake_run(tmp_path, config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = job_intervals(tmp_path)
+    done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", run.stderr)
+    assert done and len(jobs) == int(done[-1][0]) - 1, (len(jobs), done)  # every job but `all` logged
+    assert sorted(rule for rule, *_ in jobs if rule in MEASURING_RULES) == [
+        "ceilings", "microbench", "sweep", "sweep", "sweep"]
+    assert overlaps(jobs) == []
+    ceilings = json.loads((tmp_path / "results/ceilings/cpu.json").read_text())
+    threads = {ceilings["threads"]}
+    for path in list((tmp_path / "results/measured").rglob("*.csv")) + [tmp_path / "results/microbench/tiny/cpu.csv"]:
+        threads |= set(pd.read_csv(path)["threads"])
+    assert len(threads) == 1 and ceilings["launch_floor"]["floor_s"] > 0
+    metrics = pd.read_csv(tmp_path / "results/metrics/tiny/cpu.csv")
+    assert not metrics["sanity"].str.contains("threads_mismatch").any()
+    assert {"bytes_counted", "bytes_moved", "frac_of_measured_roof_moved", "launch_bound"} <= set(metrics.columns)

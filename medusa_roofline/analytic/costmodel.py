@@ -304,8 +304,8 @@ def measured_ops(phase: str) -> list[tuple[str, str]]:
 
 LAUNCHES = {
     **dict.fromkeys(LAYER_LINEAR_OPS + ("lm_head",), 1),  # one GEMM
-    "qk": 2,  # Q scaled (or scores scaled), one batched GEMM
-    "softmax": 2,  # mask add, softmax (+ cast back in 16-bit)
+    "qk": 1,  # one batched GEMM, the scale as its alpha (measure/eager.py); see below for the extras
+    "softmax": 1,  # one kernel in the scores' dtype
     "pv": 1,
     FUSED_ATTENTION_OP: 1,
     **dict.fromkeys(NORM_OPS, 6),  # pow, mean, add eps, rsqrt, mul, mul weight (+ 2 casts in 16-bit)
@@ -318,9 +318,12 @@ LAUNCHES = {
 }
 """Kernels the eager Llama path (transformers' modules, this package's eager attention) launches per op in
 float32; 16-bit adds the casts of :func:`launches`. Counted from the code, pinned by tests/test_costmodel.py
-against the installed transformers; used only for the predictor's launch floor."""
-CAST_LAUNCHES = {"softmax": 1, **dict.fromkeys(NORM_OPS, 2)}
-"""Extra kernels in 16-bit: the float32 softmax's cast back; the norm's cast up and back."""
+against the installed transformers; used only for the predictor's launch term (launches x per_launch_s). Not
+counted: the eager ``qk``'s in-place add of the tree mask (one more kernel in a Medusa step, none for ar) and
+its copy of Q where the grouped-query view needs one (n > 1 and batch > 1 or GQA): at most two launches
+per layer."""
+CAST_LAUNCHES = dict.fromkeys(NORM_OPS, 2)
+"""Extra kernels in 16-bit: the norm's cast up to float32 and back."""
 
 
 def launches(op: str, e: int, num_heads: int = 0, head_layers: int = MEDUSA_HEAD_LAYERS) -> int:

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +20,8 @@ DEFAULT_TABLE = CONFIG_DIR / "hardware.yaml"
 REQUIRED = ("display_name", "bandwidth", "peak_flops", "source")
 HOW_TO_ADD = (
     "add an entry to config/hardware.yaml (display_name, bandwidth in B/s, peak_flops in FLOP/s, "
-    "source) whose `match:` list holds this device name or a run of its whole words (case-insensitive); "
-    "until then only the measured roofs are drawn"
+    "source) whose `match:` list holds this device name or a run of its whole words (case-insensitive)"
 )
-
-
-class UnknownDeviceWarning(UserWarning):
-    """The device matches no entry of the hardware table: no datasheet roof for it."""
-
-
 
 
 @dataclass(frozen=True)
@@ -132,14 +124,17 @@ def match_device(table: dict[str, Hardware], device_name: str) -> Hardware | Non
     return best
 
 
-def detect_hardware(table: dict[str, Hardware], device_name: str, warn: bool = True) -> Hardware | None:
-    """The hardware-table entry for a device name (``hardware.match_device``), or None with a warning."""
+def detect_hardware(table: dict[str, Hardware], device_name: str) -> Hardware | None:
+    """The hardware-table entry for a device name (``hardware.match_device``), or None.
+
+    Either way the outcome is logged once, as information: a device without a datasheet entry (a
+    CPU, a GPU the table lacks) is an expected situation, its charts carry the measured roofs only
+    and say so; the message tells how to add an entry."""
     hw = match_device(table, device_name or "")
-    if hw is None and warn:
-        message = f"device {device_name!r} matches no entry of the hardware table: {HOW_TO_ADD}"
-        log.warning("%s", message)
-        warnings.warn(message, UnknownDeviceWarning, stacklevel=2)
-    elif hw is not None:
+    if hw is None:
+        log.info("device %r has no datasheet entry in the hardware table: its charts draw the measured roofs "
+                 "only; to draw datasheet roofs too, %s", device_name, HOW_TO_ADD)
+    else:
         log.info("device %r is hardware entry %r (%s)", device_name, hw.key, hw.display_name)
     return hw
 

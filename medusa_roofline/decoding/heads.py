@@ -12,10 +12,11 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.io import atomic_write_bytes
 from ..models.init import seeded_fill_
 
 
@@ -134,3 +135,14 @@ def load_medusa_heads(path, hidden: int, vocab: int, num_heads: int | None = Non
         raise ConfigError(f"heads: {path} lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
     heads.load_state_dict(loaded, assign=True)
     return heads.to(device=device, dtype=dtype or torch.float32).eval()
+
+
+def save_medusa_heads(heads: MedusaHeads, path) -> Path:
+    """Write ``heads`` as safetensors in the reference layout (the ``medusa_head`` list's own keys,
+    ``{head}.{block}.linear.weight`` ... ``{head}.{num_layers}.weight``), atomically."""
+    state = {key.removeprefix("medusa_head."): t.detach().to("cpu").contiguous()
+             for key, t in heads.state_dict().items()}
+    path = Path(path)
+    atomic_write_bytes(path, save(state, metadata={"format": "pt", "medusa_num_heads": str(heads.num_heads),
+                                                   "medusa_num_layers": str(heads.num_layers)}))
+    return path

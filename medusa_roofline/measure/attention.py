@@ -1,13 +1,17 @@
 """Attention backends for the qk/pv measurements: the paper's eager path beside two fused kernels.
 
 * ``eager`` — three separate steps, what the analytic *unfused* model counts: ``qk`` (Q·Kᵀ, the
-  b·H·n·s score matrix written to memory), ``softmax`` (additive mask, float32 softmax, cast back)
-  and ``pv`` (P·V). The 1/√d scale is folded into the one pass over Q that the batched GEMM needs
-  anyway (Q arrives ``[b, n, H, d]``-strided from the projection; :func:`eager_qk` writes it once,
-  scaled and contiguous), so ``qk`` is exactly one GEMM writing the scores. Hugging Face's eager
-  attention instead multiplies the *scores* by the scale in a second pass (2 x score-matrix traffic
-  that no roofline model counts); the results agree to rounding. GQA: Q is viewed as
-  ``[b, H_kv, g·n, d]`` so each KV head is read once, never materialised ``g`` times.
+  b·H·n·s score matrix written to memory), ``softmax`` and ``pv`` (P·V), each moving as little as
+  PyTorch allows: the 1/√d scale is the GEMM's ``alpha`` (no pass over Q or the scores), the additive
+  mask is added in place only over the columns it changes (none for ar; the tree's last n - 1 columns
+  for Medusa), and softmax reads and writes the scores once in their own dtype (float32 accumulation
+  inside the kernel). Hugging Face's eager attention instead scales the *scores* in a second pass,
+  adds the mask over every score and runs softmax in float32 with a cast back (in float16 about 20 B
+  per score element after the GEMM, against the 4 B softmax is counted for); the results agree to
+  rounding. GQA: Q is viewed as ``[b, H_kv, g·n, d]``
+  so each KV head is read once, never materialised ``g`` times; that view copies Q once when its
+  layout needs it (:func:`.eager.grouped_query`). What each op moves is counted per backend by
+  :func:`medusa_roofline.analytic.moved.moved_bytes`.
 * ``sdpa`` — :func:`torch.nn.functional.scaled_dot_product_attention` with the tree mask (additive,
   in the query dtype, so no per-call mask conversion) or no mask for ``ar``. The kernel that runs is
   chosen explicitly: the first of :data:`SDPA_PREFERENCE` (FLASH → EFFICIENT → CUDNN → MATH) that
@@ -15,16 +19,25 @@
   pinned for the timed calls. FlashAttention takes no arbitrary mask, so Medusa points on CUDA
   usually run EFFICIENT_ATTENTION (or cuDNN); on the CPU FLASH_ATTENTION is PyTorch's fused CPU
   kernel. GQA uses the same grouped-query view as eager (not ``enable_gqa``, which only FLASH and
-  MATH support), with the mask repeated over the group once at preparation.
+  MATH support), with the mask repeated over the group once at preparation. The grouped output
+  ``[b, H_kv, g·n, d]`` comes back in whatever strides the kernel chose (EFFICIENT_ATTENTION on
+  CUDA: ``[b, g·n, H_kv, d]`` in memory), so it is reshaped, never viewed, into ``[b, n, H, d]``.
 * ``flex`` — :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask built from
   the Medusa tree by :meth:`FlexState.block_mask`: every cached key visible, tree key j visible to
   tree query i iff ``ancestor_mask[i, j]`` (indexed inside the ``mask_mod``). Compiled with
-  ``torch.compile(fullgraph=True)`` (dynamic shapes on CUDA; static shapes on the CPU, where torch
-  2.13's inductor CPU flex template fails to build with dynamic shapes). Uncompiled flex is a
-  reference implementation that materialises the scores (not a fused kernel): it is used only when
-  asked (``compile=False``) or, on the CPU only, when compilation fails — the ``kernel`` column then
-  says so. The ``mask_mod`` of one tree size is one function object reading ``kv_len`` from a
-  captured tensor, so new (batch, kv_len) points do not force a recompile per point.
+  ``torch.compile(fullgraph=True, dynamic=False)``: **static shapes, deliberately**. Inductor's
+  short-query kernel (``flex_decoding``: query length < 128, a power-of-two GQA ratio) needs a
+  static batch and head count; with dynamic shapes batch 1 and batch > 1 silently run different
+  Triton kernels under one label, and the CPU flex template does not build with dynamic shapes at
+  all. Static shapes compile once per (batch, n, kv_len) point — counted per point (``compiles``,
+  from Dynamo's graph counter) and kept outside every timed interval (the first call of a prepared
+  point compiles). On CUDA the Triton kernel is not left to Inductor's heuristic: it is chosen by
+  the same rule (:func:`flex_triton_kernel`) and forced with ``kernel_options={"BACKEND": ...}``,
+  so the ``kernel`` column names the kernel that ran, and a point where it cannot run fails loudly
+  instead of switching kernels. Uncompiled flex is a reference implementation that materialises the
+  scores (not a fused kernel): it is used only when asked (``compile=False``) or, on the CPU only,
+  when compilation fails — the ``kernel`` column then says so. The ``mask_mod`` of one tree size is
+  one function object reading ``kv_len`` from a captured tensor.
 
 The fused backends are timed as one op, ``attn`` (qk + softmax + pv in one kernel); the metrics
 count it with the fused bound (:func:`medusa_roofline.analytic.costmodel.attention_fused`: Q, K, V read once,
@@ -46,18 +59,24 @@ from typing import Callable
 import numpy as np
 import torch
 import torch._dynamo
+import torch._dynamo.utils
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import FlexKernelOptions, create_block_mask, flex_attention
 
 from ..analytic.costmodel import FUSED_ATTENTION_OP as FUSED_OP
 from ..core.devices import as_device, is_oom
 from ..core.errors import ConfigError
 from .backends import BACKENDS
+from .eager import eager_pv, eager_qk, eager_softmax
 
 log = logging.getLogger(__name__)
 
 SDPA_PREFERENCE = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 EAGER_KERNEL = "eager"
+FLEX_DECODE_MAX_QUERY = 128
+"""Inductor's flex_decoding kernel takes query lengths below this (torch 2.13 ``_use_flex_decoding``)."""
+FLEX_TRITON_KERNELS = {"TRITON_DECODE": "Triton flex_decoding kernel", "TRITON": "Triton flex_attention kernel"}
+FLEX_FORCES_BACKEND = "BACKEND" in getattr(FlexKernelOptions, "__annotations__", {})
 TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-5), "float16": dict(rtol=2e-3, atol=2e-3),
              "bfloat16": dict(rtol=1.6e-2, atol=1e-2)}
 """Output agreement of a fused backend with eager, by dtype (fused kernels sum in another order)."""
@@ -68,45 +87,6 @@ def tolerance(dtype) -> dict:
     return TOLERANCE.get(name, TOLERANCE["float16"])
 
 
-# ------------------------------------------------------------------------------ eager building blocks
-
-
-def eager_qk(query, key, scaling: float):
-    """Scores ``[b, H, n, s]`` = (scaling·Q)·Kᵀ: one pass writing Q scaled and contiguous, one GEMM.
-
-    ``query [b, H, n, d]`` (any strides), ``key [b, H_kv, s, d]``; H = g·H_kv, query head j·g + r uses
-    KV head j (``repeat_kv``'s grouping), so one batched GEMM over ``[b, H_kv, g·n, d]`` reads K once.
-    """
-    b, heads, n, d = query.shape
-    kv_heads, keys = key.shape[1], key.shape[2]
-    if heads % kv_heads:
-        raise ValueError(f"query heads {heads} is not a multiple of key/value heads {kv_heads}")
-    if query.requires_grad:  # out= does not support autograd; the measured paths run in inference mode
-        q = (query * scaling).contiguous()
-    else:
-        q = torch.empty((b, heads, n, d), dtype=query.dtype, device=query.device)
-        torch.mul(query, scaling, out=q)
-    grouped = q.view(b, kv_heads, (heads // kv_heads) * n, d)
-    return torch.matmul(grouped, key.transpose(2, 3)).view(b, heads, n, keys)
-
-
-def eager_softmax(scores, mask, dtype):
-    """Add the additive mask (if any), softmax over keys in float32, cast back to ``dtype``."""
-    if mask is not None:
-        scores = scores + mask
-    return torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
-
-
-def eager_pv(probs, value):
-    """P·V: ``probs [b, H, n, s]`` (contiguous), ``value [b, H_kv, s, d]`` -> ``[b, H, n, d]``."""
-    b, heads, n, keys = probs.shape
-    kv_heads, d = value.shape[1], value.shape[3]
-    groups = heads // kv_heads
-    if groups == 1:
-        return torch.matmul(probs, value)
-    return torch.matmul(probs.reshape(b, kv_heads, groups * n, keys), value).view(b, heads, n, d)
-
-
 # ------------------------------------------------------------------------------ prepared backends
 
 
@@ -115,13 +95,15 @@ class PreparedAttention:
     """One point's attention, ready to time: ``calls[op]()`` runs op ``op`` on fixed inputs.
 
     Hold :meth:`context` while calling (SDPA: the pinned kernel). ``output`` is the attention output
-    ``[b, n, H, d]`` of the preparation run (the layout the model's o_proj reads)."""
+    ``[b, n, H, d]`` of the preparation run (the layout the model's o_proj reads). ``compiles``: graphs
+    ``torch.compile`` built while preparing this point (None: nothing is compiled for this backend)."""
 
     backend: str
     kernel: str
     calls: dict[str, Callable[[], object]]
     output: object
     note: str = ""
+    compiles: int | None = None
     _context: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext, repr=False)
 
     @property
@@ -135,13 +117,12 @@ class PreparedAttention:
 def prepare_eager(query, key, value, mask, scaling: float) -> PreparedAttention:
     """The three eager ops on fixed inputs: qk from Q/K, softmax from the stored scores, pv from the
     stored probabilities (so each can be timed alone)."""
-    dtype = query.dtype
-    scores = eager_qk(query, key, scaling)
-    probs = eager_softmax(scores, mask, dtype)
+    scores = eager_qk(query, key, scaling, mask)
+    probs = eager_softmax(scores)
     out = eager_pv(probs, value).transpose(1, 2).contiguous()
     calls = {
-        "qk": lambda: eager_qk(query, key, scaling),
-        "softmax": lambda: eager_softmax(scores, mask, dtype),
+        "qk": lambda: eager_qk(query, key, scaling, mask),
+        "softmax": lambda: eager_softmax(scores),
         "pv": lambda: eager_pv(probs, value),
     }
     return PreparedAttention("eager", EAGER_KERNEL, calls, out)
@@ -152,6 +133,17 @@ def _visible_mask(mask):
     if mask is None:
         return None
     return mask if bool((mask < 0).any()) else None
+
+
+def grouped_output(out, b: int, heads: int, n: int, d: int):
+    """SDPA's output over the grouped-query view ``[b, H_kv, g·n, d]`` (any strides) as ``[b, n, H, d]``.
+
+    ``reshape``, not ``view``: EFFICIENT_ATTENTION returns it ``[b, g·n, H_kv, d]``-strided, which no
+    view can regroup into ``H = H_kv·g`` heads (the copy is the preparation run's, never timed)."""
+    if out.dim() != 4 or out.shape[0] != b or out.shape[3] != d or out.numel() != b * heads * n * d:
+        raise RuntimeError(f"SDPA output has shape {tuple(out.shape)}; expected {b * heads * n * d} elements "
+                           f"as [b={b}, H_kv, g*n, d={d}] for H={heads}, n={n}")
+    return out.reshape(b, heads, n, d).transpose(1, 2).contiguous()
 
 
 def prepare_sdpa(query, key, value, mask, scaling: float) -> PreparedAttention:
@@ -182,12 +174,12 @@ def prepare_sdpa(query, key, value, mask, scaling: float) -> PreparedAttention:
                 warnings.simplefilter("ignore")  # "Flash attention kernel not used because ..." per miss
                 with sdpa_kernel([backend]):
                     out = run()
+            out = grouped_output(out, b, heads, n, d)
         except RuntimeError as exc:
             if is_oom(exc):
                 raise
             reasons[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             continue
-        out = out.view(b, heads, n, d).transpose(1, 2).contiguous()
         note = "; ".join(f"{k} unavailable" for k in reasons)
         return PreparedAttention("sdpa", name, {FUSED_OP: run}, out, note,
                                  _context=lambda backend=backend: sdpa_kernel([backend]))
@@ -208,7 +200,7 @@ class FlexState:
         self._trees: dict[bytes, tuple] = {}
         self._compiled = None
         self.fallback: str = ""  # why compiled flex is not used on this CPU run (set on failure)
-        self.dynamic = None if self.device.type == "cuda" else False
+        self.compiles = 0  # graphs compiled for this run's points so far
 
     def block_mask(self, ancestor, kv_len: int):
         """BlockMask ``[1, 1, n, kv_len + n]`` for the tree ``ancestor [n, n]`` (bool) on ``kv_len`` cached keys."""
@@ -233,15 +225,48 @@ class FlexState:
         if not self.compile or self.fallback:
             return flex_attention
         if self._compiled is None:
-            self._compiled = torch.compile(flex_attention, dynamic=self.dynamic, fullgraph=True)
+            self._compiled = torch.compile(flex_attention, dynamic=False, fullgraph=True)
         return self._compiled
 
-    def kernel_name(self) -> str:
-        if self.compile and not self.fallback:
-            shapes = "dynamic" if self.dynamic is None else "static"
-            return f"flex_attention (torch.compile, {shapes} shapes)"
+    @property
+    def compiled(self) -> bool:
+        return self.compile and not self.fallback
+
+    def kernel_options(self, n: int, heads: int, kv_heads: int) -> dict | None:
+        """CUDA + compiled: force the Triton kernel :func:`flex_triton_kernel` picks; else None."""
+        if self.device.type != "cuda" or not self.compiled or not FLEX_FORCES_BACKEND:
+            return None
+        return {"BACKEND": flex_triton_kernel(n, heads, kv_heads)}
+
+    def kernel_name(self, n: int = 1, heads: int = 1, kv_heads: int = 1) -> str:
+        """What ran: the compiled kernel and shape regime, or the uncompiled reference and why."""
+        if self.compiled:
+            if self.device.type != "cuda":
+                return "flex_attention (torch.compile, static shapes, CPU template)"
+            kernel = FLEX_TRITON_KERNELS[flex_triton_kernel(n, heads, kv_heads)]
+            how = "" if FLEX_FORCES_BACKEND else ", chosen by Inductor's heuristic: this torch cannot force it"
+            return f"flex_attention (torch.compile, static shapes, {kernel}{how})"
         why = f"compile failed: {self.fallback}" if self.fallback else "compile off"
         return f"flex_attention (not compiled, {why}: unfused reference, scores materialised)"
+
+
+def flex_triton_kernel(n: int, heads: int, kv_heads: int) -> str:
+    """The Triton kernel for a static-shape flex call: ``TRITON_DECODE`` (flex_decoding, split over the
+    keys) where Inductor's own rule takes it (torch 2.13: query shorter than
+    :data:`FLEX_DECODE_MAX_QUERY`, power-of-two GQA ratio g) *and* its query tile fits the block
+    mask's 128-row blocks (``next_pow2(n·g) <= 128``; past that flex_decoding has no valid config and
+    fails), else ``TRITON`` (flex_attention). The block masks here have one head, which
+    flex_decoding also needs."""
+    ratio = heads // kv_heads if kv_heads else 0
+    if not (0 < n < FLEX_DECODE_MAX_QUERY and ratio > 0 and ratio & (ratio - 1) == 0):
+        return "TRITON"
+    tile = 1 << max(n * ratio - 1, 0).bit_length()
+    return "TRITON_DECODE" if tile <= FLEX_DECODE_MAX_QUERY else "TRITON"
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process (each recompile for a new shape adds one)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 @contextlib.contextmanager
@@ -255,18 +280,24 @@ def compile_settings():
 
 
 def prepare_flex(query, key, value, ancestor, kv_len: int, scaling: float, state: FlexState) -> PreparedAttention:
-    """flex_attention with the tree block mask (``ancestor`` None: no mask, every key visible)."""
+    """flex_attention with the tree block mask (``ancestor`` None: no mask, every key visible).
+
+    The preparation run is the first call, so it compiles (static shapes: once per new shape);
+    the graphs it compiled are counted in ``compiles`` and the timed calls reuse them."""
     b, heads, n, d = query.shape
-    gqa = heads != key.shape[1]
+    kv_heads = key.shape[1]
+    gqa = heads != kv_heads
     block_mask = None if ancestor is None else state.block_mask(ancestor, kv_len)
 
-    def call(fn):
-        return lambda: fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=gqa)
+    def call(fn, options=None):
+        extra = {} if options is None else {"kernel_options": options}
+        return lambda: fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=gqa, **extra)
 
+    before = compiled_graphs()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         try:
-            run = call(state.function())
+            run = call(state.function(), state.kernel_options(n, heads, kv_heads))
             out = run()
         except Exception as exc:  # noqa: BLE001 - CPU: fall back to the reference path, with a note
             if is_oom(exc) or state.device.type == "cuda" or not state.compile or state.fallback:
@@ -277,10 +308,14 @@ def prepare_flex(query, key, value, ancestor, kv_len: int, scaling: float, state
                         state.device, state.fallback)
             run = call(state.function())
             out = run()
-    if not state.compile or state.fallback:
+    compiles = None
+    if state.compiled:
+        compiles = compiled_graphs() - before
+        state.compiles += compiles
+    else:
         run = _quiet_reference(run)  # the reference path warns on every call
-    return PreparedAttention("flex", state.kernel_name(), {FUSED_OP: run}, out.transpose(1, 2).contiguous(),
-                             state.fallback)
+    return PreparedAttention("flex", state.kernel_name(n, heads, kv_heads), {FUSED_OP: run},
+                             out.transpose(1, 2).contiguous(), state.fallback, compiles)
 
 
 def _quiet_reference(run):

@@ -7,13 +7,19 @@
   often the closer match; the measured roof is the larger of the two medians.
 * **Matmul peak.** ``a @ b`` of two ``n x n`` matrices, ``2 n^3`` FLOPs, in the sweep's dtype (CPU:
   also float32 and bfloat16, so both CPU sweep dtypes have a roof).
-* **Launch floor** (``launch_floor_s``, :func:`measure_launch_floor`). What one kernel costs however
-  little it does, as a stream of small ops pays it: :data:`LAUNCH_BATCH` back-to-back ``x.add_(1)`` on a
+* **Launch floor.** The shortest time an op can be timed at here: the timer with nothing between its
+  marks (:func:`~medusa_roofline.measure.timing.empty_region`) and a one-element kernel (``x.add_(1)``)
+  timed exactly as every op is; ``launch_floor.floor_s`` is the larger median. The metrics flag points
+  within 1.5x of it as launch-bound.
+* **Threads.** ``threads`` is the intra-op thread count everything here ran with; the measuring jobs
+  all set the same one (``measure.threads``), and the metrics flag CPU rows timed with another.
+* **Per-launch cost** (``per_launch_s``, :func:`measure_per_launch`). What one kernel costs in a
+  stream of small ops, as a step's ops run: :data:`LAUNCH_BATCH` back-to-back ``x.add_(1)`` on a
   one-element tensor timed as one callable, divided by :data:`LAUNCH_BATCH` (CUDA: the larger of the
   host's issue time and the GPU's per-kernel time; CPU: the dispatcher's per-op time). No cache flush:
-  the ops of a step run back to back too. Beside it, ``timer_floor_s`` is the timer's own floor (an
-  empty timed region, :func:`~.timing.empty_region`). The predictor's measured calibration reads
-  ``launch_floor_s`` (:mod:`medusa_roofline.analytic.predict`).
+  the ops of a step run back to back too. Not the launch floor above (one op timed alone, with the
+  timer's own overhead, which is what an op *row* can read no lower than); the predictor's measured
+  calibration charges ``per_launch_s`` per kernel (:mod:`medusa_roofline.analytic.predict`).
 
 Every figure is timed with :func:`medusa_roofline.measure.timing.time_callable`: warm-up calls, then
 ``reps`` repetitions; CUDA uses CUDA events and zeroes a buffer >= 2x the L2 before each repetition
@@ -48,7 +54,7 @@ DEFAULTS = {
 }
 CPU_EXTRA_DTYPES = ("float32", "bfloat16")
 LAUNCH_BATCH = 100
-"""One-element kernels per timed call of the launch floor (the floor is the call's time / LAUNCH_BATCH)."""
+"""One-element kernels per timed call of the per-launch cost (per_launch_s is the call's time / LAUNCH_BATCH)."""
 
 
 def throughput_stats(work: float, stats) -> dict:
@@ -141,22 +147,30 @@ def measure_matmul(dev, dtype: str, n: int, reps: int, warmup: int, flush_l2: bo
     return dict(throughput_stats(flops, stats), n=n, flops_per_rep=flops, what=f"{n}x{n} @ {n}x{n}, {dtype}")
 
 
-def measure_launch_floor(dev, reps: int, warmup: int) -> dict:
-    """Seconds per launch of :data:`LAUNCH_BATCH` back-to-back one-element ``x.add_(1)``, with spread, and
-    the timer's floor (an empty timed region) beside it."""
+def measure_per_launch(dev, reps: int, warmup: int) -> dict:
+    """Seconds per launch of :data:`LAUNCH_BATCH` back-to-back one-element ``x.add_(1)``, with spread."""
     x = torch.zeros(1, device=dev)
 
     def burst():
         for _ in range(LAUNCH_BATCH):
             x.add_(1)
 
-    stats = time_callable(burst, dev, warmup, reps, flush_l2=False, op="ceilings launch floor")
-    timer = empty_region(dev, reps=max(reps, 20), warmup=warmup)
+    stats = time_callable(burst, dev, warmup, reps, flush_l2=False, op="ceilings per-launch cost")
     return {
         "median": stats.median / LAUNCH_BATCH, "p10": stats.p10 / LAUNCH_BATCH, "p90": stats.p90 / LAUNCH_BATCH,
-        "reps": stats.reps, "launches_per_rep": LAUNCH_BATCH, "timer_floor_s": timer["median"],
+        "reps": stats.reps, "launches_per_rep": LAUNCH_BATCH,
         "what": f"{LAUNCH_BATCH} back-to-back x.add_(1) on one element, per launch; no cache flush",
     }
+
+
+def measure_launch_floor(dev, reps: int, warmup: int, flush_l2: bool = True) -> dict:
+    """Timer floor and one-element kernel (timed like every op: warm-up, L2 flush per rep); ``floor_s``."""
+    empty = empty_region(dev, reps=max(reps, 20), warmup=warmup, flush_l2=flush_l2)
+    x = torch.zeros(1, device=dev)
+    tiny = time_callable(lambda: x.add_(1), dev, warmup, max(reps, 20), flush_l2, op="launch floor")
+    kernel = {"median": tiny.median, "p10": tiny.p10, "p90": tiny.p90, "reps": tiny.reps,
+              "what": "x.add_(1) on one element, timed as ops are"}
+    return {"empty_region": empty, "one_element_kernel": kernel, "floor_s": max(tiny.median, empty["median"])}
 
 
 def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3, copy_bytes: int | None = None,
@@ -166,10 +180,11 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     Keys: ``device``, ``device_type``, ``device_name``, ``driver``, ``cpu_model``, ``threads``,
     ``versions``, ``platform`` (+ CUDA properties), ``dtype`` (the sweep's, resolved),
     ``bandwidth`` {``copy``, ``read``: median/p10/p90 B/s and the times behind them},
-    ``matmul`` {dtype: median/p10/p90 FLOP/s}, ``launch`` (:func:`measure_launch_floor`), and the
-    headline roofs ``bandwidth_bytes_per_s`` (larger of the copy and read medians; ``bandwidth_kind``
-    says which), ``peak_flops_per_s`` (matmul median in ``dtype``) and the floors ``launch_floor_s``
-    (seconds per kernel launch) and ``timer_floor_s`` (an empty timed region), plus ``settings``
+    ``matmul`` {dtype: median/p10/p90 FLOP/s}, and the headline roofs ``bandwidth_bytes_per_s``
+    (larger of the copy and read medians; ``bandwidth_kind`` says which) and ``peak_flops_per_s``
+    (matmul median in ``dtype``), ``launch_floor`` (:func:`measure_launch_floor`: one op timed alone),
+    ``per_launch`` (:func:`measure_per_launch`) and its median ``per_launch_s`` (seconds per kernel in a
+    stream), plus ``settings``
     (sizes, reps, warm-up).
     """
     dev = resolve_device(device)
@@ -189,7 +204,8 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
     with torch.inference_mode():
         bandwidth = measure_bandwidth(dev, copy_bytes, reps, warmup, flush_l2)
         matmul = {dt: measure_matmul(dev, dt, matmul_n, reps, warmup, flush_l2) for dt in dtypes}
-        launch = measure_launch_floor(dev, reps, warmup)
+        floor = measure_launch_floor(dev, reps, warmup, flush_l2)
+        per_launch = measure_per_launch(dev, reps, warmup)
     if dev.type == "cuda":
         release_flush_buffers()
         torch.cuda.empty_cache()
@@ -201,13 +217,14 @@ def measure_ceilings(device="cpu", dtype="auto", reps: int = 20, warmup: int = 3
         bandwidth_bytes_per_s=bandwidth[kind]["median"],
         bandwidth_kind=kind,
         peak_flops_per_s=matmul[main]["median"],
-        launch=launch,
-        launch_floor_s=launch["median"],
-        timer_floor_s=launch["timer_floor_s"],
+        launch_floor=floor,
+        per_launch=per_launch,
+        per_launch_s=per_launch["median"],
         settings={"reps": reps, "warmup": warmup, "copy_bytes": copy_bytes, "matmul_n": matmul_n,
                   "flush_l2": flush_l2, "dtypes": dtypes},
     )
     for what, value in (("bandwidth", result["bandwidth_bytes_per_s"]), ("peak", result["peak_flops_per_s"]),
-                        ("launch floor (s)", result["launch_floor_s"])):
+                        ("launch floor (s)", floor["floor_s"]),
+                        ("per-launch cost (s)", per_launch["median"])):
         log.info("measured %s: %.4g", what, value)
     return result

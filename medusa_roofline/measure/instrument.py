@@ -7,13 +7,15 @@ repetition, so the same code runs untimed for warm-up and for the uninstrumented
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
 
 from ..analytic.costmodel import LAYER_LINEAR_OPS
-from .attention import eager_pv, eager_qk, eager_softmax
-from .op_timer import active_timer, maybe_op
+from .eager import eager_pv, eager_qk, eager_softmax
+from .op_timer import OpTimer, activate, active_timer, maybe_op
+from .timing import Stats
 
 TIMED_ATTENTION = "roofline_timed"
 
@@ -22,21 +24,21 @@ def timed_attention_forward(module, query, key, value, attention_mask, scaling, 
     """transformers' ``eager_attention_forward`` split into separately timed qk / softmax / pv.
 
     Shapes: query ``[b, H, n, d]``, key/value ``[b, H_kv, keys, d]`` (already extended by the
-    cache). The steps are :mod:`.attention`'s eager ops: ``qk`` = (scaling·Q)·Kᵀ — the scale is
-    folded into the one pass over Q that the batched GEMM needs anyway, so qk is one GEMM writing
-    the scores, what the unfused cost model counts (transformers scales the *scores* in a second
-    pass; the results agree to rounding); ``softmax`` = add the additive mask, softmax in float32,
-    cast back to the query dtype; ``pv = P @ V``. For GQA (H = g * H_kv) K/V are *not*
-    materialised ``g`` times as ``repeat_kv`` does: Q is viewed as ``[b, H_kv, g*n, d]`` (query head
-    h = j*g + r uses KV head j, the same grouping as ``repeat_kv``), so one matmul per KV head reads
-    K/V once; scores/probabilities are viewed back as ``[b, H, n, keys]`` at no cost. Returns
-    ``(attn_output [b, n, H, d], attn_weights)`` like eager. Each step is timed only while an
-    :class:`OpTimer` is active.
+    cache). The steps are :mod:`.attention`'s eager ops, which move as little as PyTorch allows:
+    ``qk`` = one GEMM writing scaling·Q·Kᵀ (the scale is the GEMM's alpha; transformers scales the
+    *scores* in a second pass) plus the additive mask added in place over the columns it changes
+    only (none for ar, the tree's last n - 1 for Medusa); ``softmax`` reads and writes the scores
+    once in the query dtype (float32 accumulation inside the kernel); ``pv = P @ V``. For GQA
+    (H = g * H_kv) K/V are *not* materialised ``g`` times as ``repeat_kv`` does: Q is viewed as
+    ``[b, H_kv, g*n, d]`` (query head h = j*g + r uses KV head j, the same grouping as ``repeat_kv``),
+    so one matmul per KV head reads K/V once; scores/probabilities are viewed back as
+    ``[b, H, n, keys]`` at no cost. Returns ``(attn_output [b, n, H, d], attn_weights)`` like eager;
+    the results agree with it to rounding. Each step is timed only while an :class:`OpTimer` is active.
     """
     with maybe_op("qk"):
-        scores = eager_qk(query, key, scaling)
+        scores = eager_qk(query, key, scaling, attention_mask)
     with maybe_op("softmax"):
-        probs = eager_softmax(scores, attention_mask, query.dtype)
+        probs = eager_softmax(scores)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     with maybe_op("pv"):
         out = eager_pv(probs, value)
@@ -131,3 +133,15 @@ def _post_hook(op):
         if timer is not None:
             timer.stop(op)
     return hook
+
+
+def hooked_floor(device, dtype, reps: int, warmup: int, flush_l2: bool | str = True) -> Stats:
+    """The smallest interval the instrumented pass records: a 1x1 ``nn.Linear`` timed through the same
+    forward hooks and :class:`OpTimer` as the model's Linear ops (hook calls, two marks, one kernel
+    launch). Per-op rows close to it are launch- or hook-bound, not bandwidth- or compute-bound."""
+    probe = nn.ModuleDict({"probe": nn.Linear(1, 1, bias=False, device=device, dtype=dtype)})
+    x = torch.zeros(1, 1, device=device, dtype=dtype)
+    timer = OpTimer(device)
+    with torch.inference_mode(), linear_hooks(probe, ops=("probe",)), activate(timer):
+        timer.run(lambda: probe["probe"](x), reps, warmup, flush_l2)
+    return timer.stats()["probe"]

@@ -22,7 +22,9 @@ listed): a backend that computes something else stops the run instead of being p
 Rows use the sweep's :data:`~medusa_roofline.measure.table.COLUMNS` with ``bench = "microbench"``,
 ``scope = "layer"``, ``calls = 1``, ``layers = 0`` (no decoder layer is instantiated),
 ``attention_backend`` and ``kernel`` (``eager``; the SDPA kernel that ran, e.g.
-``EFFICIENT_ATTENTION``; or how flex ran), so metrics treat both sources alike. ``kv_len + n`` is
+``EFFICIENT_ATTENTION``; or how flex ran), so metrics treat both sources alike. Every row also
+carries ``host_s_median`` (CUDA), ``launch_floor_s`` (a one-element kernel timed the same way,
+measured once per run) and, for compiled flex, ``compiles`` (graphs built while preparing the point). ``kv_len + n`` is
 not checked against the model's ``max_position_embeddings`` here (no positions are involved); the
 sweep does check it. An out-of-memory point (or backend at a point) is recorded with status ``oom``.
 """
@@ -30,6 +32,7 @@ sweep does check it. An out-of-memory point (or backend at a point) is recorded 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import pandas as pd
@@ -48,7 +51,9 @@ from . import attention, checkpoint
 from .backends import backend_ops, parse_backends
 from .grid import parse_mode
 from .table import COLUMNS, validate_measured
-from .timing import time_callable
+from .timing import flush_mode, time_callable, tiny_kernel_floor
+
+log = logging.getLogger(__name__)
 
 
 def attention_inputs(dims, batch: int, kv_len: int, q_len: int, dtype, device, buffers=None, generator=None):
@@ -127,7 +132,7 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
     key = {
         "what": "microbench", "model": checkpoint.model_fingerprint(model_source),
         "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
-        "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2, "threads": common["threads"],
+        "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_mode(flush_l2), "threads": common["threads"],
         "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if trees else None,
         "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
         "code": code_digest(__name__),
@@ -145,34 +150,44 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
     settings = attention.compile_settings() if flex is not None and flex.compile else contextlib.nullcontext()
     rows = []
     bar = tqdm(points, desc=f"microbench {model_name(model_source)}", disable=not progress, unit="pt")
+    floor = None
     with settings:
         for m, b, s in bar:
             if (m.name, b, s) in saved:
                 rows += saved[(m.name, b, s)]
                 continue
+            if floor is None:  # the launch floor of this run's timing path, measured once before its first point
+                floor = tiny_kernel_floor(dev, max(reps, 10), warmup, flush_l2, cuda_graph).median
             base = dict(common, mode=m.name, phase=m.phase, candidates=m.candidates,
                         tree=tree_names.get(m.name, ""), batch=b, kv_len=s,
-                        q_len=m.q_len, keys=s + m.q_len)
+                        q_len=m.q_len, keys=s + m.q_len, launch_floor_s=floor)
             point_rows = _measure_point(dims, m, b, s, torch_dtype, dev, trees.get(m.name), seed, backends, scaling,
                                         flex, reps, warmup, flush_l2, cuda_graph, elem, base)
             validate_measured(pd.DataFrame(point_rows, columns=COLUMNS))  # a bad point is never saved
             if ckpt is not None:
                 ckpt.save((m.name, b, s), point_rows)
             rows += point_rows
+    if flex is not None and flex.compiled:
+        log.info("flex_attention: %d graph(s) compiled for %d point(s) (static shapes: one per new shape)",
+                 flex.compiles, len(points) - len(saved))
     if dev.type == "cuda":
         free_memory(dev)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _rows(base: dict, backend: str, kernel: str, est: int, stats: dict | None) -> list[dict]:
+def _rows(base: dict, backend: str, kernel: str, est: int, stats: dict | None,
+          compiles: int | None = None) -> list[dict]:
     out = []
     for op in backend_ops(backend):
-        row = dict(base, attention_backend=backend, kernel=kernel, est_bytes=est, op=op)
+        row = dict(base, attention_backend=backend, kernel=kernel, est_bytes=est, op=op,
+                   compiles=math.nan if compiles is None else compiles)
         if stats is None:
-            row.update(status="oom", time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan)
+            row.update(status="oom", time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan,
+                       host_s_median=math.nan)
         else:
             st = stats[op]
-            row.update(status="ok", time_s_median=st.median, time_s_p10=st.p10, time_s_p90=st.p90)
+            row.update(status="ok", time_s_median=st.median, time_s_p10=st.p10, time_s_p90=st.p90,
+                       host_s_median=math.nan if st.host_median is None else st.host_median)
         out.append(row)
     return out
 
@@ -182,7 +197,7 @@ def _measure_point(dims, m, b, s, torch_dtype, dev, buffers, seed, backends, sca
     """Rows of one (mode, batch, kv_len) point for every backend: eager first, fused ones checked against it."""
     estimates = {"eager": attention_working_set_bytes(dims, b, s, m.q_len, elem)}
     fused_est = fused_attention_working_set_bytes(dims, b, s, m.q_len, elem)
-    results: dict[str, tuple[str, dict | None]] = {}
+    results: dict[str, tuple[str, dict | None, int | None]] = {}
     inputs_oom = False
     where = f"mode={m.name} batch={b} kv_len={s}"
     try:
@@ -195,7 +210,7 @@ def _measure_point(dims, m, b, s, torch_dtype, dev, buffers, seed, backends, sca
         inputs_oom = True
     if inputs_oom:  # outside the except block, so the traceback's frames (and their tensors) are gone
         free_memory(dev)
-        return [r for be in backends for r in _rows(base, be, "", estimates.get(be, fused_est), None)]
+        return [r for be in backends for r in _rows(base, be, "", estimates.get(be, fused_est), None, None)]
     reference = None
     if "eager" not in backends:  # the fused backends are still checked against eager's output (untimed)
         try:
@@ -220,14 +235,19 @@ def _measure_point(dims, m, b, s, torch_dtype, dev, buffers, seed, backends, sca
                 elif reference is not None:
                     attention.check_output(prepared, reference, where)
                 stats = measure_prepared(prepared, dev, reps, warmup, flush_l2, cuda_graph)
-                results[backend] = (prepared.kernel, stats)
+                results[backend] = (prepared.kernel, stats, prepared.compiles)
         except Exception as exc:  # noqa: BLE001 - only OOM is recorded, everything else re-raised
             if not is_oom(exc):
                 raise
             oom = True
         kernel = prepared.kernel if prepared is not None else ""
+        compiles = prepared.compiles if prepared is not None else None
         prepared = None  # free the stored scores / probabilities before the next backend
         if oom:
             free_memory(dev)
-            results[backend] = (kernel, None)
-    return [r for be in backends for r in _rows(base, be, results[be][0], estimates.get(be, fused_est), results[be][1])]
+            results[backend] = (kernel, None, compiles)
+    out = []
+    for be in backends:
+        kernel, stats, compiles = results[be]
+        out += _rows(base, be, kernel, estimates.get(be, fused_est), stats, compiles)
+    return out

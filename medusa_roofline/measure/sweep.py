@@ -44,6 +44,16 @@ For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and 
   instrumentation's own cost. Per-op rows x ``calls`` + ``remainder`` therefore add up to the
   instrumented step; how close that comes to the uninstrumented ``step`` is checked by
   :func:`~.table.step_closure` (``benchmarks/step_closure.py``).
+* **Launch and hook overhead, recorded.** At small sizes a per-op interval is mostly the host
+  running the hooks and enqueueing the kernel (tens of microseconds against a few of kernel). Each
+  row keeps it beside the time instead of hiding it: ``host_s_median`` (CUDA: host seconds between
+  the row's two marks; ``remainder``: the same difference as its device time, in host seconds) and
+  ``launch_floor_s`` (per-op rows and ``remainder``: a 1x1 ``nn.Linear`` through the same hooks and
+  timer, :func:`~.instrument.hooked_floor`; ``step``: a one-element kernel through
+  ``time_callable``), measured at every point after its timings. ``compiles`` stays empty (eager
+  attention compiles nothing).
+* **Cache flush.** Every timed pass of both kinds (``step`` and instrumented) runs after the same
+  flush, ``flush_l2`` being ``True``/``False`` or a variant of :data:`~.timing.FLUSH_MODES`.
 * **OOM.** ``torch.OutOfMemoryError`` (CUDA) or ``MemoryError`` at a point records every op of
   that point with status ``oom`` and NaN times. ``max_memory_bytes`` simulates a memory cap: a
   point whose :func:`estimate_working_set_bytes` exceeds it is recorded ``oom`` without running.
@@ -75,20 +85,22 @@ from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
-from .instrument import attention_implementation, linear_hooks, module_hooks, register_timed_attention
+from .instrument import attention_implementation, hooked_floor, linear_hooks, module_hooks, register_timed_attention
 from .op_timer import OpTimer, activate, maybe_op
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
-from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_cache, time_callable
+from .timing import CPU_FLUSH_BYTES, CUDA_FLUSH_BYTES, Stats, flush_mode, time_callable, tiny_kernel_floor
 
 
-def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scope: str) -> dict:
+def _row(base: dict, op: str, stats: Stats | None, status: str, calls: int, scope: str,
+         floor: float = math.nan) -> dict:
     row = dict(base)
-    row.update(op=op, scope=scope, calls=calls, status=status)
+    row.update(op=op, scope=scope, calls=calls, status=status, launch_floor_s=floor)
     if stats is None:
-        row.update(time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan)
+        row.update(time_s_median=math.nan, time_s_p10=math.nan, time_s_p90=math.nan, host_s_median=math.nan)
     else:
-        row.update(time_s_median=stats.median, time_s_p10=stats.p10, time_s_p90=stats.p90)
+        row.update(time_s_median=stats.median, time_s_p10=stats.p10, time_s_p90=stats.p90,
+                   host_s_median=math.nan if stats.host_median is None else stats.host_median)
     return row
 
 
@@ -96,8 +108,9 @@ INSTRUMENTED_STEP = "_instrumented_step"
 """The whole instrumented pass, timed around the op intervals only to derive ``remainder``; never a row."""
 
 
-def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool = True) -> dict[str, Stats]:
-    """Time one point: the uninstrumented step and the per-op pass, in alternating rounds. Returns {op: Stats}.
+def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bool | str = True) -> dict[str, Stats]:
+    """Time one point: the uninstrumented step and the per-op pass in alternating rounds, then the launch
+    floors of both paths. Returns {op: Stats} plus ``_calls`` and ``_floors`` ({"step": s, "op": s}).
 
     Each round runs the whole step once with no hooks and no active timer (``step``), then once
     instrumented (op intervals, and one interval around the whole pass). Alternating keeps both
@@ -106,44 +119,48 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
     active), so the per-op rows plus ``remainder`` describe the step that was timed. ``remainder``
     is, per round, the instrumented pass minus every op interval; what instrumentation adds (hooks,
     timer calls) lands there too, which is why the closure against ``step``
-    (:func:`~.table.step_closure`) is a check and not an identity.
+    (:func:`~.table.step_closure`) is a check and not an identity. Both timed passes of a round
+    run after a cache flush of the mode ``flush_l2`` names (:func:`~.timing.flush_mode`).
     """
     model = step.model
     name = register_timed_attention()
     timer = OpTimer(device)
-    step_samples = []
+    cuda = as_device(device).type == "cuda"
+    step_samples, step_host = [], []
+
+    def instrumented():
+        with maybe_op(INSTRUMENTED_STEP):
+            step.step()  # its outputs are freed inside the interval, as in time_callable's
+
     with torch.inference_mode(), attention_implementation(model, name):
         for i in range(warmup + reps):
             timed = i >= warmup
             if timed:
                 stats = time_callable(step.step, device, 0, 1, flush_l2, after=step.reset, op="step")
                 step_samples.append(stats.median)
+                step_host.append(stats.host_median)
             else:
                 step.step()
                 step.reset()
             # hooks only here: they would cost the plain step too
             with linear_hooks(model), module_hooks(model), activate(timer):
-                if timed and flush_l2:
-                    flush_cache(device)
-                if timed:
-                    timer.begin_rep()  # outside a rep (warm-up) start/stop record nothing
-                with maybe_op(INSTRUMENTED_STEP):
-                    step.step()  # its outputs are freed inside the interval, as in time_callable's
-                if timed:
-                    timer.end_rep()
-                step.reset()
-    threads = None if as_device(device).type == "cuda" else torch.get_num_threads()
-    results = {"step": Stats.from_samples(step_samples, op="step", threads=threads)}
+                # one call: untimed in a warm-up round (no rep open, nothing recorded), else one flushed rep
+                timer.run(instrumented, reps=int(timed), warmup=int(not timed), flush_l2=flush_l2, after=step.reset)
+    threads = None if cuda else torch.get_num_threads()
+    results = {"step": Stats.from_samples(step_samples, op="step", threads=threads, host=step_host if cuda else None)}
     results.update(timer.stats(exclude=(INSTRUMENTED_STEP,)))
     results[REMAINDER_OP] = timer.uncovered(INSTRUMENTED_STEP)
     results["_calls"] = {op: n for op, n in timer.counts().items() if op != INSTRUMENTED_STEP}
+    dtype = next(model.parameters()).dtype
+    results["_floors"] = {"step": tiny_kernel_floor(device, reps, warmup, flush_l2).median,
+                          "op": hooked_floor(device, dtype, reps, warmup, flush_l2).median}
     return results
 
 
 def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", device="cpu", layers: int | None = None,
               reps: int = 10, warmup: int = 3, acceptance_table=None, max_memory_bytes: int | None = None,
-              seed: int = 0, progress: bool = True, flush_l2: bool = True, checkpoint_dir=None, tree=None,
-              medusa_heads: str = "tree"):
+              seed: int = 0, progress: bool = True, flush_l2: bool | str = True, checkpoint_dir=None,
+              tree=None, medusa_heads: str = "tree"):
     """Measure one mode over the (batch, kv_len) grid; one row per (op, batch, kv_len).
 
     The grid and settings come resolved and checked (:mod:`medusa_roofline.repro.settings`); points run in
@@ -184,7 +201,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
         buffers = tree_buffers(chosen.paths, dev)
 
     flush_bytes = 0
-    if flush_l2:
+    if flush_mode(flush_l2):
         flush_bytes = CUDA_FLUSH_BYTES if dev.type == "cuda" else CPU_FLUSH_BYTES
     points = [(b, s) for b in batches for s in kv_lens]
     estimates = {
@@ -210,7 +227,7 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     key = {
         "what": "sweep", "model": checkpoint.model_fingerprint(model_source), "mode": m.name,
         "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
-        "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_l2,
+        "layers": n_layers, "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_mode(flush_l2),
         "max_memory_bytes": max_memory_bytes, "threads": common["threads"], "heads_tokens": common["heads_tokens"],
         "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if m.phase == "medusa" else None,
         "tree": [list(p) for p in chosen.paths] if chosen else None,
@@ -265,11 +282,13 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
                 point_rows = [_row(base, op, None, "oom", n_layers if sc == "layer" else 1, sc) for op, sc in ops]
             else:
                 calls = result.pop("_calls")
+                floors = result.pop("_floors")
                 missing = [op for op, _ in ops if op not in result]
                 if missing:
                     raise RuntimeError(f"op {missing[0]!r} was never timed at batch={b} kv_len={s}; "
                                        "is the model Llama-like?")
-                point_rows = [_row(base, op, result[op], "ok", calls.get(op, 1), sc) for op, sc in ops]
+                point_rows = [_row(base, op, result[op], "ok", calls.get(op, 1), sc,
+                                   floors["step" if op == "step" else "op"]) for op, sc in ops]
                 free_memory(dev)
             validate_measured(pd.DataFrame(point_rows, columns=COLUMNS))  # a bad point is never saved
             if ckpt is not None:

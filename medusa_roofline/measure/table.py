@@ -12,15 +12,29 @@ from ..core.io import write_csv
 
 COLUMNS = [
     "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls",
-    "candidates", "tree", "batch", "kv_len", "q_len", "keys", "heads_tokens", "layers", "heads", "kv_heads",
-    "head_dim",
-    "dtype", "attention_backend", "kernel", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
-    "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit", "git_dirty", "hostname", "seed",
+    "candidates", "tree", "batch", "kv_len", "q_len", "keys", "heads_tokens", "layers", "heads", "kv_heads", "head_dim",
+    "dtype", "attention_backend", "kernel", "compiles", "reps", "warmup", "time_s_median", "time_s_p10", "time_s_p90",
+    "host_s_median", "launch_floor_s", "status", "est_bytes", "threads", "torch", "transformers", "cuda", "git_commit",
+    "git_dirty", "hostname", "seed",
 ]
-"""Columns of every measured table (sweep and micro-benchmark rows alike)."""
+"""Columns of every measured table (sweep and micro-benchmark rows alike).
+
+Beside the device times (``time_s_*``), what a launch-bound check needs, measured, never assumed:
+
+* ``host_s_median`` — CUDA only (empty on the CPU, where the interval is host time): median host
+  seconds between the row's two marks (enqueue, hooks, Python). A device time close to it means
+  the GPU waited for the host.
+* ``launch_floor_s`` — the smallest interval the row's timing path records at that point: a
+  one-element kernel timed the same way (per-op sweep rows: a 1x1 ``nn.Linear`` through the same
+  hooks and :class:`~.op_timer.OpTimer`, ``remainder`` included; ``step`` and micro-benchmark rows: ``x.add_(1)`` through
+  :func:`~.timing.time_callable` with the same flush and graph settings).
+* ``compiles`` — graphs ``torch.compile`` built while preparing the row's point (compiled
+  FlexAttention; empty for what is not compiled).
+"""
 
 POINT_KEY = ("model", "mode", "op", "batch", "kv_len")
 TIME_COLUMNS = ("time_s_median", "time_s_p10", "time_s_p90")
+OPTIONAL_TIME_COLUMNS = ("host_s_median", "launch_floor_s")
 STATUSES = ("ok", "oom")
 
 
@@ -32,8 +46,9 @@ def validate_measured(df: pd.DataFrame) -> pd.DataFrame:
     """Reject what cannot be a measurement before it is written; returns ``df`` unchanged.
 
     Every row needs a status in :data:`STATUSES`. ``ok`` rows need finite, positive times with
-    ``p10 <= median <= p90``; ``oom`` rows (never ran) carry NaN times and are allowed. The error
-    names the point (model, mode, op, batch, kv_len).
+    ``p10 <= median <= p90``, and ``host_s_median``/``launch_floor_s``/``compiles`` empty or sane;
+    ``oom`` rows (never ran) carry NaN times and are allowed. The error names the point (model,
+    mode, op, batch, kv_len).
     """
     missing = [c for c in (*POINT_KEY, *TIME_COLUMNS, "status") if c not in df.columns]
     if missing:
@@ -57,7 +72,27 @@ def validate_measured(df: pd.DataFrame) -> pd.DataFrame:
         if not times["time_s_p10"] <= times["time_s_median"] <= times["time_s_p90"]:
             raise MeasurementError(f"point {_point(row)}: p10 {times['time_s_p10']!r} <= median "
                                    f"{times['time_s_median']!r} <= p90 {times['time_s_p90']!r} does not hold")
+        for col in OPTIONAL_TIME_COLUMNS:
+            value = _number(row.get(col))
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise MeasurementError(f"point {_point(row)}: {col} is {row[col]!r}; it must be empty or a "
+                                       "finite number of seconds > 0")
+        compiles = _number(row.get("compiles"))
+        if compiles is not None and not (compiles >= 0 and float(compiles).is_integer()):
+            raise MeasurementError(f"point {_point(row)}: compiles is {row['compiles']!r}; it must be empty or a "
+                                   "count >= 0")
     return df
+
+
+def _number(value) -> float | None:
+    """None for an empty cell (missing, None, NaN, ""), else the value as a float (NaN if it is not one)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return None if math.isnan(number) else number
 
 
 CLOSURE_COLUMNS = ["model", "mode", "batch", "kv_len", "step_s", "ops_s", "remainder_s", "covered_s", "gap"]

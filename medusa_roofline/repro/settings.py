@@ -15,16 +15,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..analytic import hardware as hw_mod
 from ..core.dtypes import auto_dtype
 from ..core.errors import ConfigError
+from ..core.nvidia import nvidia_gpu_visible
 from ..decoding import tree
 from ..measure.backends import parse_backends
-from ..models.source import ModelDims, check_weight_files
-from .config_files import acceptance_table, config_path, display_names, model_shapes, model_sources
+from ..models.source import ModelDims, check_weight_files, model_dims
+from ..results.paper_table import PaperOverlay, load_paper_table
+from .acceptance_settings import Acceptance, Demo, resolve_acceptance, resolve_demo
+from .checks import (acceptance_table, check_grid, check_positions, config_path, display_names, grid, model_config_file,
+                     model_shapes, model_sources, model_weight_files)
 
 MIB = 1 << 20
 
@@ -54,6 +58,7 @@ class Measure:
     warmup: int
     acceptance_table: str
     max_memory_bytes: int | None
+    threads: int = 1  # CPU threads every measuring job times with (ceilings, sweep, micro-benchmark)
 
     @property
     def modes(self) -> list[str]:
@@ -92,6 +97,7 @@ class Speedup:
     kv_len: list[int]
     max_candidates: int
     acceptance_table: str
+    measured_batch: int  # of the measured figure: `batch` when the sweep measures it, else its largest batch
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Predict:
-    launch_floor_s: float  # datasheet calibration, seconds per kernel launch
+    per_launch_s: float  # datasheet calibration, seconds per kernel launch
 
 
 @dataclass(frozen=True)
@@ -131,45 +137,35 @@ class Settings:
     predict: Predict
     best_tree: BestTree
     plot: dict
+    paper_overlay: PaperOverlay
     display_names: dict[str, str] = field(default_factory=dict)
+    acceptance: Acceptance | None = None
+    demo: Demo | None = None
 
     @property
     def measured_models(self) -> dict[str, str]:
         """Every model with measured rows: micro-benchmarked and/or swept."""
         return {**self.microbench.models, **self.measure.models}
 
+    def produced(self, source: str) -> bool:
+        """Whether a model source is a checkpoint a rule of this run makes (the demo's)."""
+        return self.demo is not None and source == self.demo.checkpoint
+
+    def model_config_file(self, source: str) -> str:
+        """A model's config.json as a rule input (the demo's is not looked for: rule demo_base makes it)."""
+        return f"{source}/config.json" if self.produced(source) else model_config_file(source)
+
+    def model_weight_files(self, source: str) -> list[str]:
+        return [f"{source}/model.safetensors"] if self.produced(source) else model_weight_files(source)
+
+    def model_dims(self, source: str) -> ModelDims:
+        return self.demo.dims if self.produced(source) else model_dims(source)
+
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
 
 
 # ---------------------------------------------------------------------------------------------- grids
-
-
-def check_grid(section: dict, key: str, fields=("batch", "kv_len")) -> None:
-    """An empty grid is an input error (the schema allows empty lists to switch a stage off)."""
-    for name in fields:
-        if name in section and not section[name]:
-            raise ConfigError(f"{key}.{name}: the sweep grid is empty; give at least one positive integer")
-
-
-def check_positions(kv_lens: list[int], key: str, shapes: dict[str, ModelDims], query_tokens: int) -> None:
-    """The longest context plus the step's query tokens must fit every model's positions."""
-    section = key.split(".")[0]
-    longest = max(kv_lens) + query_tokens
-    for name, dims in shapes.items():
-        limit = dims.max_positions
-        if not limit:
-            raise ConfigError(f"{section}.models ({name}): config.json lacks max_position_embeddings, "
-                              "needed to check that kv_len + candidates fit the model's positions")
-        if query_tokens >= limit:
-            raise ConfigError(f"{section}.candidates: {query_tokens} query tokens leave no room for a KV cache in "
-                              f"model {name!r}, whose max_position_embeddings is {limit}; allowed candidates <= "
-                              f"{limit - 1}")
-        if longest > limit:
-            raise ConfigError(
-                f"{key}: {longest} tokens (kv_len {max(kv_lens)} + {query_tokens} query tokens) exceed model "
-                f"{name!r} max_position_embeddings {limit}; allowed kv_len <= {limit - query_tokens}"
-            )
 
 
 def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
@@ -183,17 +179,7 @@ def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
                           f"{table_path} can build ({largest} nodes); add ranks/heads to the table or lower candidates")
 
 
-def grid(values) -> list[int]:
-    """A grid as the jobs run it: sorted, each value once."""
-    return sorted(set(values))
-
-
 # ---------------------------------------------------------------------------------------------- device
-
-
-def nvidia_gpu_visible() -> bool:
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def torch_device(measure: dict) -> str:
@@ -280,6 +266,13 @@ def resolve_analytic(section: dict, table: dict) -> Analytic:
                     batch=grid(section["batch"]), kv_len=grid(section["kv_len"]))
 
 
+def timing_threads(value) -> int:
+    """``measure.threads``: the CPU threads of every measuring job; null = every CPU this process may run on."""
+    if value is not None:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_measure(section: dict, acceptance: str) -> Measure:
     models = model_sources(section["models"], "measure.models")
     device = torch_device(section)
@@ -303,6 +296,7 @@ def resolve_measure(section: dict, acceptance: str) -> Measure:
         layers=section.get("layers"), candidates=grid(section["candidates"]), batch=grid(section["batch"]),
         kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
         acceptance_table=acceptance, max_memory_bytes=None if cap is None else int(cap * 2**30),
+        threads=timing_threads(section.get("threads")),
     )
 
 
@@ -342,10 +336,20 @@ def analytic_section(section: dict, table: dict, basedir: Path, default_acceptan
     return models, path
 
 
-def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str) -> Speedup:
+def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str, measured: list[int]) -> Speedup:
     models, path = analytic_section(section, table, basedir, default_acceptance, "speedup")
     return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
-                   kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path)
+                   kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path,
+                   measured_batch=section["batch"] if section["batch"] in measured or not measured else max(measured))
+
+
+def resolve_paper_overlay(section: dict, basedir: Path) -> PaperOverlay:
+    """The paper layer's switches and its read-off table, checked (only read when a switch is on)."""
+    if not (section["analytic"] or section["measured"]):
+        return PaperOverlay(None, "", "", False, False)
+    path = str(config_path(section["table"], basedir, key := "plot.paper_overlay.table"))
+    table = load_paper_table(path, f"{key} ({section['table']})")
+    return PaperOverlay(path, table.model, table.hardware, section["analytic"], section["measured"])
 
 
 def resolve_best_tree(section: dict, table: dict, basedir: Path, default_acceptance: str) -> BestTree:
@@ -377,6 +381,9 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
     acceptance = acceptance_table(measure_cfg.get("acceptance_table"), basedir, "measure.acceptance_table",
                                   str(tree.DEFAULT_ACCEPTANCE))
     measure = resolve_measure(measure_cfg, acceptance)
+    demo = resolve_demo(config, measure)
+    if demo is not None:  # a measured model like any other, whose files rules make
+        measure = replace(measure, models={**measure.models, demo.name: demo.checkpoint})
     return Settings(
         run_name=config["run_name"],
         hardware_table=str(table_path),
@@ -385,10 +392,13 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
         measure=measure,
         microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance),
         ceilings=resolve_ceilings(config["ceilings"], measure.device),
-        speedup=resolve_speedup(config["speedup"], table, basedir, acceptance),
+        speedup=resolve_speedup(config["speedup"], table, basedir, acceptance, measure.batch),
         step=Step(medusa_heads=config["step"]["medusa_heads"]),
-        predict=Predict(launch_floor_s=config["predict"]["launch_floor_us"] * 1e-6),
+        predict=Predict(per_launch_s=config["predict"]["per_launch_us"] * 1e-6),
         best_tree=resolve_best_tree(config["best_tree"], table, basedir, acceptance),
-        plot=dict(config["plot"]),
+        plot={k: v for k, v in config["plot"].items() if k != "paper_overlay"},
+        paper_overlay=resolve_paper_overlay(config["plot"]["paper_overlay"], basedir),
         display_names=display_names(config),
+        acceptance=resolve_acceptance(config["acceptance"], basedir, measure, demo),
+        demo=demo,
     )

@@ -5,7 +5,7 @@ For every point the candidate count n in 1 .. ``max_candidates`` that maximises
     expected speedup(n) = E[tokens per step | greedy tree of n] / (T_medusa(n) / T_ar)
 
 with T from the predictor (:func:`~medusa_roofline.results.speedup.step_times`: the one step definition,
-every op of the step at max(flops / peak, bytes / bandwidth, launches x floor)). n = 1 is plain
+every op of the step at max(flops / peak, bytes / bandwidth, launches x per_launch)). n = 1 is plain
 autoregressive decoding (speedup 1 exactly: no heads, no tree), so a best n of 1 says that no tree pays
 on that point. Ties go to the smaller tree. Each row also gives the speedup of a reference tree at the
 same point (by default Medusa's own default tree, ``mc_sim_7b_63``: 64 nodes with the root; its step
@@ -13,7 +13,7 @@ costs what any 64-node step costs, its tokens per step come from its own paths),
 step of both.
 
 Calibrations: ``datasheet`` for every GPU of the config (its hardware-table roofs and the documented
-launch floor), ``measured`` for the device at hand (its ceilings and measured launch floor), and
+per-launch cost), ``measured`` for the device at hand (its ceilings and measured ``per_launch_s``), and
 ``measured steps`` where a sweep of the model exists (the measured step times of the swept tree sizes:
 the best of those sizes, not of every n).
 
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..analytic.hardware import Hardware
-from ..analytic.predict import DATASHEET_LAUNCH_FLOOR_S, Calibration, datasheet_calibration, measured_calibration
+from ..analytic.predict import DATASHEET_PER_LAUNCH_S, Calibration, datasheet_calibration, measured_calibration
 from ..core.dtypes import DTYPE_BYTES
 from ..decoding.tree import Tree, expected_accept_length
 from ..models.source import ModelDims
@@ -82,7 +82,7 @@ def best_tree_table(model: str, dims: ModelDims, table, cal: Calibration, dtype:
 
 def best_tree_tables(model: str, dims: ModelDims, table, hardware: list[Hardware], dtype: str, batches, kv_lens,
                      max_candidates: int, reference: Tree, medusa_heads: str = "tree", fused: bool = False,
-                     launch_floor_s: float = DATASHEET_LAUNCH_FLOOR_S, ceilings: dict | None = None,
+                     per_launch_s: float = DATASHEET_PER_LAUNCH_S, ceilings: dict | None = None,
                      measured_dtype: str | None = None, device: str = "", metrics: pd.DataFrame | None = None
                      ) -> dict[str, pd.DataFrame]:
     """Every table of one model: ``datasheet/<hardware key>`` for each GPU, and, with ``ceilings``,
@@ -93,7 +93,7 @@ def best_tree_tables(model: str, dims: ModelDims, table, hardware: list[Hardware
                   tokens=tokens)
     out = {}
     for hw in hardware:
-        out[f"datasheet/{hw.key}"] = best_tree_table(model, dims, table, datasheet_calibration(hw, launch_floor_s),
+        out[f"datasheet/{hw.key}"] = best_tree_table(model, dims, table, datasheet_calibration(hw, per_launch_s),
                                                      dtype, batches, kv_lens, hardware=hw.key,
                                                      display_name=hw.display_name, **common)
     if ceilings is not None:

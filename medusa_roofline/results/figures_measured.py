@@ -25,22 +25,41 @@ from ..analytic.hardware import Hardware, measured_roofs
 from ..measure.backends import BACKENDS
 from . import roofline, style
 from .metrics import provenance_label
+from .paper_table import PaperTable
 from .roofline import POINT_COLUMNS, data_limits, draw_measured_roofs, new_axes, scatter_series
 
-MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "sanity"]
+MEASURED_EXTRA = ["bench", "dtype", "q_len", "keys", "time_s_median", "bytes_moved", "oi_moved", "launch_bound",
+                  "sanity"]
+LAUNCH_LABEL = "launch-bound (time ≤ 1.5x launch floor, or flat while bytes grow)"
 
 
 def measured_point_frame(sel: pd.DataFrame, hardware: str = "") -> pd.DataFrame:
-    """Metrics rows -> POINT_COLUMNS (+ bench, dtype, shapes run, time, sanity); y = achieved FLOP/s."""
+    """Metrics rows -> POINT_COLUMNS (+ bench, dtype, shapes run, time, moved bytes, launch flag, sanity).
+
+    x = ``oi`` is the paper's accounting (``oi_counted``, ``bytes`` = ``bytes_counted``), so measured dots
+    sit where the paper's chart puts the same op; y = achieved FLOP/s."""
     sel = sel.copy()
     sel["source"] = "measured"
     sel["hardware"] = hardware
     sel["flops_per_s"] = sel["achieved_flops_per_s"]
+    sel["oi"] = sel["oi_counted"]
+    sel["bytes"] = sel["bytes_counted"]
     sel["provenance"] = [provenance_label(r) for _, r in sel.iterrows()]
     for col in MEASURED_EXTRA:
         if col not in sel.columns:
-            sel[col] = ""
+            sel[col] = False if col == "launch_bound" else ""
+    sel["launch_bound"] = sel["launch_bound"].fillna(False).astype(bool)
     return sel[POINT_COLUMNS + MEASURED_EXTRA].reset_index(drop=True)
+
+
+def mark_launch_bound(ax, points: pd.DataFrame, x: str = "oi", y: str = "flops_per_s", marker_size: float = 18):
+    """A dark ring around every launch-bound point (their time is overhead, not traffic); returns the
+    legend handle, or None when there is no such point."""
+    pts = points[points["launch_bound"]]
+    if not len(pts):
+        return None
+    return ax.scatter(pts[x], pts[y], s=marker_size * 3.2, facecolors="none", edgecolors="0.1", linewidths=0.8,
+                      marker="o", label=LAUNCH_LABEL, zorder=5)
 
 
 def _backend(frame: pd.DataFrame) -> pd.Series:
@@ -62,37 +81,53 @@ def qkpv_measured_points(metrics: pd.DataFrame, hardware: str = "") -> pd.DataFr
     return measured_point_frame(sel, hardware)
 
 
-def measured_roofline_axes(points: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, size):
-    """Log-log axes fitted to the points and both roofs: datasheet dashed (when known), measured dotted."""
+def measured_roofline_axes(points: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, size,
+                           extra_x=(), extra_y=()):
+    """Log-log axes fitted to the points and both roofs: datasheet dashed (when known), measured dotted.
+    A device without a datasheet entry is said so on the chart (once, top left)."""
     dtype = points["dtype"].iloc[0] if len(points) else None
     peak, bandwidth = measured_roofs(ceilings, dtype)
     peaks, ridges = [peak], [peak / bandwidth]
     if datasheet is not None:
         peaks.append(datasheet.peak_flops)
         ridges.append(datasheet.ridge)
-    xlim, ylim = data_limits(points["oi"], points["flops_per_s"], peaks, ridges)
+    xlim, ylim = data_limits(list(points["oi"]) + list(extra_x), list(points["flops_per_s"]) + list(extra_y),
+                             peaks, ridges)
     fig, ax = new_axes(size)
     style.log_axes(ax, xlim, ylim)
     if datasheet is not None:
         roofline.draw_roofs(ax, datasheet, xlim, linestyle="--")
+    else:
+        note(ax, f"{ceilings.get('device_name') or 'this device'}: no datasheet entry, measured roofs only")
     draw_measured_roofs(ax, peak, bandwidth, xlim)
     return fig, ax
 
 
+def note(ax, text: str) -> None:
+    """A short grey note in the top-left corner (below any earlier note): above the roofs, where no
+    point can be."""
+    line = sum(1 for t in ax.texts if t.get_gid() == "note")
+    ax.text(0.02, 0.98 - 0.06 * line, text, transform=ax.transAxes, ha="left", va="top", fontsize=style.LEGEND_PT,
+            color="0.3", gid="note", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0})
+
+
 def qkpv_medusa_measured(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | None, title: str,
-                         size=(6.0, 4.2), marker_size: float = 18):
-    """Measured qk/pv on the local device with the datasheet roof (dashed, when known) and the
-    measured roof (dotted, ridge marked); returns ``(fig, points)``."""
+                         size=(6.0, 4.2), marker_size: float = 22, paper: PaperTable | None = None):
+    """Measured qk/pv on the local device with the datasheet roof (dashed, when known), the measured roof
+    (dotted, ridge marked) and, with ``paper``, the published chart's read-off boxes; returns ``(fig, points)``."""
     points = qkpv_measured_points(metrics, datasheet.key if datasheet is not None else "")
-    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size)
+    boxes = roofline.paper_box_points(paper)
+    fig, ax = measured_roofline_axes(points, ceilings, datasheet, size, *roofline.box_extent(boxes))
+    styles = roofline.candidate_styles(points, marker_size)
     if len(points):
-        scatter_series(ax, points, roofline.series_colors(points), roofline.series_order(points),
-                        marker_size=marker_size)
+        scatter_series(ax, points, styles, roofline.series_order(points))
+        mark_launch_bound(ax, points, marker_size=marker_size)
     else:
         ax.text(0.5, 0.5, "no measured qk/pv rows", transform=ax.transAxes, ha="center")
+    roofline.draw_paper_boxes(ax, boxes, points, styles)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="xx-small")
-    return fig, points
+    roofline.place_legend(ax)
+    return fig, roofline.with_boxes(points, boxes)
 
 
 BACKEND_EXTRA = ["attention_backend", "kernel"]
@@ -150,8 +185,9 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
         first = pts.iloc[0]
         color = style.AR_COLOR if first["phase"] != "medusa" else cand_color[first["candidates"]]
         ax.scatter(pts["oi"], pts["flops_per_s"], s=marker_size, color=color, label=name,
-                   marker=backend_marker(first["attention_backend"]), edgecolor="white", linewidth=0.3,
-                   zorder=3 if first["attention_backend"] == "eager" else 4)
+                   marker=backend_marker(first["attention_backend"]), edgecolor=style.edge_color(color), linewidth=0.5,
+                   zorder=3 if first["attention_backend"] == "eager" else 4, gid=roofline.DATA_GID)
+    ring = mark_launch_bound(ax, points, marker_size=marker_size)
     handles = [ln for ln in ax.lines if not ln.get_label().startswith("_")]  # the roofs
     labels = [h.get_label() for h in handles]
     for be in dict.fromkeys(points["attention_backend"]):
@@ -163,20 +199,23 @@ def qkpv_backends(metrics: pd.DataFrame, ceilings: dict, datasheet: Hardware | N
     for c in cands:
         handles.append(Line2D([], [], ls="", marker="o", color=cand_color[c], ms=5))
         labels.append(f"Medusa (# cand.: {c})")
+    if ring is not None:
+        handles.append(ring)
+        labels.append(LAUNCH_LABEL)
     if not len(points):
         ax.text(0.5, 0.5, "no measured qk/pv or attn rows", transform=ax.transAxes, ha="center")
     elif set(points["attention_backend"]) == {"eager"}:
-        ax.text(0.02, 0.98, "no fused backend measured (microbench.attention_backends)", transform=ax.transAxes,
-                ha="left", va="top", fontsize="x-small", color="0.3")
+        note(ax, "no fused backend measured (microbench.attention_backends)")
     ax.set_title(title)
-    ax.legend(handles, labels, loc="lower right", fontsize="xx-small", ncol=2)
+    roofline.place_legend(ax, handles, labels, ncol=2)
     return fig, points
 
 
 def measured_vs_analytic_points(metrics: pd.DataFrame, roof: str = "measured", hardware: str = "") -> pd.DataFrame:
-    """Per op: achieved FLOP/s (y) against the cost model's bound at the same OI (x, ``roof`` roofs)."""
-    col = {"measured": "roof_measured_flops_per_s", "spec": "roof_spec_flops_per_s"}[roof]
-    # ops without FLOPs (embedding, KV write) have a zero roof in FLOP/s: nothing to draw on log axes
+    """Per op: achieved FLOP/s (y) against the cost model's bound at the OI of the bytes its kernels move
+    (x, ``roof`` roofs: ``roof_*_flops_per_s_moved``)."""
+    col = {"measured": "roof_measured_flops_per_s_moved", "spec": "roof_spec_flops_per_s_moved"}[roof]
+    # ops without FLOPs (embedding) have a zero roof in FLOP/s: nothing to draw on log axes
     sel = metrics[metrics[col] > 0].copy() if col in metrics.columns else metrics.iloc[0:0].copy()
     bench = sel["bench"] if "bench" in sel.columns else pd.Series("sweep", index=sel.index)
     label = [op if be == "eager" else f"{op} {be}" for op, be in zip(sel["op"], _backend(sel))]
@@ -208,7 +247,15 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
     op_index = {op: i for i, op in enumerate(ORDERED_OPS)}
     colors = {name: palette[op_index.get(name.removesuffix(" (microbench)"), len(ORDERED_OPS)) % len(palette)]
               for name in names}
-    markers = {name: ("s" if name.endswith("(microbench)") else ("*" if name == "step" else "o")) for name in names}
+    shapes = (style.AR_MARKER,) + style.CANDIDATE_MARKERS
+    op_of = {name: name.removesuffix(" (microbench)") for name in names}
+    styles = {name: roofline.SeriesStyle(colors[name], "*" if name == "step" else
+                                         shapes[op_index.get(op_of[name], len(ORDERED_OPS)) % len(shapes)],
+                                         marker_size * (2 if name == "step" or name != op_of[name] else 1),
+                                         filled=name == "step", zorder=3.2 if name == "step" else 3)
+              for name in names}
+    # One colour and shape per op, open markers (micro-benchmark rows: the op's marker, larger): ops that
+    # are compute-bound share one x (the peak), and every outline stays visible where they meet.
     lo_hi = pd.concat([points["bound_flops_per_s"], points["flops_per_s"]])
     lim, _ = data_limits(lo_hi, lo_hi)
     fig, ax = new_axes(size)
@@ -216,49 +263,64 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
     line = np.array(lim)
     ax.plot(line, line, "-", color="0.3", lw=1.0, label="bound (measured = analytic)", zorder=1)
     ax.plot(line, line * 0.1, ":", color="0.5", lw=0.8, label="10 % of bound", zorder=1)
-    scatter_series(ax, points, colors, names, x="bound_flops_per_s", y="flops_per_s",
-                    marker_size=marker_size, markers=markers)
+    scatter_series(ax, points, styles, sorted(names, key=lambda n: styles[n].zorder), x="bound_flops_per_s",
+                   y="flops_per_s")
+    mark_launch_bound(ax, points, x="bound_flops_per_s", marker_size=marker_size)
     which = "measured ceilings" if roof == "measured" else "datasheet"
-    ax.set_xlabel(f"Analytic bound (FLOP/s): cost model x {which}")
+    ax.set_xlabel(f"Analytic bound (FLOP/s): moved bytes x {which}")
     ax.set_ylabel("Measured (FLOP/s)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize="xx-small", ncol=2)
+    roofline.place_legend(ax, ncol=2)
     return fig, points
 
 
 # ----------------------------------------------------------------------------------- speedup
 
 
-def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2)):
-    """Speedup vs candidates, one line per ``series`` (seq_len), coloured by kv_len.
+def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2), markers_per_line: int = 8):
+    """Speedup vs candidates, one line per ``series`` (seq_len): colour and marker shape by kv_len.
 
-    Measured series get markers; when a table mixes sources, analytic lines are dashed.
+    Long lines carry ``markers_per_line`` markers, staggered between lines so that they never sit on
+    each other; measured series carry one at every point (circles on a dotted line for real-generation
+    tokens per step) and, when the points carry ``speedup_p10``/``speedup_p90``, error bars. When a
+    table mixes sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named
+    in the legend.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
     points = (points.assign(_r=src_rank).sort_values(["_r", "kv_len", "series", "candidates"], kind="stable")
               .drop(columns="_r").reset_index(drop=True))
-    style.apply_theme()
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = new_axes(size)
     kv = sorted(points["kv_len"].unique())
     palette = style.sequential_palette(max(len(kv), 1))
-    color = {s: palette[i] for i, s in enumerate(kv)}
+    rank = {s: i for i, s in enumerate(kv)}
     mixed = points["source"].nunique() > 1
+    ax.axhline(1.0, color="0.15", lw=1.1, ls="-.", zorder=1.5, label="no speedup (1.0)")
     for name in dict.fromkeys(points["series"]):
         pts = points[points["series"] == name]
         measured = pts["source"].iloc[0] == "measured"
-        ax.plot(pts["candidates"], pts["speedup"], "-" if measured or not mixed else "--",
-                marker="o" if measured else None, ms=3.5, lw=1.4 if measured or not mixed else 1.0,
-                color=color[pts["kv_len"].iloc[0]], label=name)
-    ax.axhline(1.0, color="0.4", lw=0.8, ls=":", zorder=0)
+        i = rank[pts["kv_len"].iloc[0]]
+        step = max(1, len(pts) // markers_per_line)
+        real = "acceptance" in pts.columns and pts["acceptance"].iloc[0] == "real generation"
+        marker = "o" if real else style.candidate_marker(i)  # circles: no kv_len line uses them
+        ax.plot(pts["candidates"], pts["speedup"], ":" if real else "-" if measured or not mixed else "--",
+                marker=marker, ms=4 if measured else 3.5, markevery=1 if measured else
+                ((i * max(1, step // len(kv))) % step, step), lw=1.4 if measured or not mixed else 1.0,
+                color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=name,
+                zorder=3,
+                gid=roofline.DATA_GID)
+        if measured and {"speedup_p10", "speedup_p90"} <= set(pts.columns) and pts["speedup_p10"].notna().all():
+            spread = [pts["speedup"] - pts["speedup_p10"], pts["speedup_p90"] - pts["speedup"]]
+            ax.errorbar(pts["candidates"], pts["speedup"], yerr=np.clip(spread, 0, None), ls="none",
+                        color=palette[i], elinewidth=0.8, capsize=1.5, label="_nolegend_", zorder=2.5)
     ax.set_xlabel("# candidate tokens (root included)")
     ax.set_ylabel("Speedup over autoregressive decoding")
     if len(points):
         ax.set_xlim(0, max(points["candidates"].max(), 1) * 1.03)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([1.0] + list(points["speedup"].dropna())) * 1.12)
     fig.suptitle(title, fontweight="bold", fontsize="medium")
-    ax.set_title(subtitle, fontsize="x-small")
-    ax.legend(loc="best", fontsize="x-small")
+    ax.set_title(subtitle, fontsize=style.LEGEND_PT)
+    roofline.place_legend(ax)
     return fig, points
 
 
@@ -270,8 +332,8 @@ FAMILY_ORDER = ("linear", "attention", "norm", "elementwise", "medusa_heads", "r
 
 def prediction_figure(prediction: pd.DataFrame, title: str, size=(6.0, 4.2), band: float = 0.2):
     """Predicted (x) against measured (y) time, log-log, one panel per calibration: the diagonal, a ±band
-    region, one colour per op family, steps as stars, launch-bound points (the predictor's launch floor
-    won) as crosses (steps: hollow stars), the steps' median |error| written in the corner. Returns
+    region, one colour per op family, steps as stars, launch-limited points (the predictor's launches x
+    per-launch cost won) as crosses (steps: hollow stars), the steps' median |error| in the corner. Returns
     ``(fig, points)``: the prediction rows as drawn, with ``series``."""
     points = prediction.copy()
     points["series"] = points["op_family"].astype(str)
@@ -296,7 +358,8 @@ def prediction_figure(prediction: pd.DataFrame, title: str, size=(6.0, 4.2), ban
         for family in dict.fromkeys(pts["series"]):
             fam = pts[pts["series"] == family]
             color = palette[rank.get(family, 0) % len(palette)]
-            bound = fam["launch_bound"].astype(bool)
+            bound = fam["launch_limited"].astype(bool)
+            labelled = False  # the family's first drawn subset carries its name (the legend, the figure checks)
             for launch, sel in ((False, fam[~bound]), (True, fam[bound])):
                 if not len(sel):
                     continue
@@ -305,15 +368,16 @@ def prediction_figure(prediction: pd.DataFrame, title: str, size=(6.0, 4.2), ban
                             if step else {"marker": "x", "color": color} if launch
                             else {"marker": "o", "color": color, "edgecolors": color})
                 ax.scatter(sel["predicted_s"], sel["time_s_median"], s=40 if step else 14, linewidths=0.8,
-                           zorder=3, label=None if launch else family, **style_kw)
-        ax.scatter([], [], s=14, marker="x", color="0.2", label="launch-bound (steps: hollow)")
+                           zorder=3, label=None if labelled else family, gid=roofline.DATA_GID, **style_kw)
+                labelled = True
+        ax.scatter([], [], s=14, marker="x", color="0.2", label="launch-limited (steps: hollow)")
         steps = pts[pts["series"] == "step"]
         if len(steps):
             ax.text(0.98, 0.02, f"steps: median |error| {steps['abs_rel_error'].median():.0%}", ha="right",
-                    va="bottom", transform=ax.transAxes, fontsize="x-small")
+                    va="bottom", transform=ax.transAxes, fontsize=style.LEGEND_PT)
         ax.set_xlabel(f"Predicted time (s), {cal} calibration")
         ax.set_ylabel("Measured time (s), median")
         ax.set_title(cal, fontsize="small")
-        ax.legend(loc="upper left", fontsize="xx-small")
+        ax.legend(loc="upper left", fontsize=style.LEGEND_PT)
     fig.suptitle(title, fontweight="bold", fontsize="medium")
     return fig, points

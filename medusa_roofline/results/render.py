@@ -7,14 +7,16 @@ archive goes through exactly the code that drew it in the workflow.
 * ``inputs`` — the files a figure is drawn from, by role (:data:`KINDS` lists the roles of each
   kind): ``table`` (analytic table), ``metrics``, ``ceilings``, ``hardware_table``, ``acceptance``,
   ``model_config`` (a model's ``config.json``: the shapes, never weights), ``prediction`` (a
-  prediction-error table), ``best_tree`` (a model's best-tree tables, every GPU).
+  prediction-error table), ``best_tree`` (a model's best-tree tables, every GPU), and the optional
+  ``paper`` (the published chart's read-off table: the qk/pv charts draw its boxes when it is given) and
+  ``generation`` (real Medusa generation's tokens per step, :mod:`..decoding.acceptance`).
 * ``params`` — plain JSON values: ``title`` / ``model_display``, ``hardware`` (one datasheet entry
   of the hardware table), ``model`` (the name used in the points), ``dtype``, ``attention``,
-  ``speedup`` / ``batch``, ``medusa_heads`` and ``launch_floor_s`` (the step definition and the
-  datasheet launch floor), and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
+  ``speedup`` / ``batch``, ``medusa_heads`` and ``per_launch_s`` (the step definition and the
+  datasheet per-launch cost), and ``plot`` (``formats``, ``dpi``, ``width``, ``height``).
 
 The Snakefile reads :data:`KINDS` when it is parsed (which figures exist, which rule draws them), so
-this module imports the drawing modules (matplotlib, seaborn) only inside the renderers.
+the drawing modules (matplotlib, seaborn) are imported only inside the renderers (:mod:`.renderers`).
 
 Beside every figure the workflow writes ``{stem}.recipe.json`` (:func:`make_recipe`): the kind,
 the input paths as read (relative to the working directory when inside it) and the params, so
@@ -34,15 +36,10 @@ from typing import Callable
 import pandas as pd
 
 from .. import __version__
-from ..analytic.hardware import detect_hardware, load_ceilings, load_table, parse_entry
-from ..analytic.predict import datasheet_calibration, measured_calibration
-from ..analytic.table import analytic_provenance
 from ..core.errors import ConfigError, IntegrityError
 from ..core.io import write_json
 from ..core.paths import contained
-from ..decoding.tree import load_acceptance_table
-from ..models.source import dims_from_config
-from .speedup import ASSUMPTION, analytic_speedup, measured_speedup
+from . import renderers
 
 log = logging.getLogger("medusa_roofline.render")
 
@@ -66,174 +63,14 @@ def plain(value):
         raise ConfigError(f"figure params must be plain JSON values (a recipe records them): {err}") from None
 
 
-def _size(params: dict) -> tuple[float, float]:
-    return (params["plot"]["width"], params["plot"]["height"])
-
-
-def _hardware(params: dict):
-    entry = params["hardware"]
-    return parse_entry(entry["key"], entry)
-
-
-def model_dims_file(path: str | Path):
-    """ModelDims from a ``config.json`` file (the shapes only: no weights, no transformers)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"model config {path}: cannot read: {err}") from None
-    return dims_from_config(raw, str(path))
-
-
-def _datasheet_and_title(inputs: dict, params: dict, ceilings: dict):
-    datasheet = detect_hardware(load_table(inputs["hardware_table"]), ceilings["device_name"])
-    where = datasheet.display_name if datasheet is not None else ceilings["device_name"]
-    return datasheet, f"{params['model_display']}, {where} (measured)"
-
-
-# ------------------------------------------------------------------------------------ renderers
-
-
-def _qkpv_medusa(inputs: dict, params: dict):
-    from . import roofline
-
-    hw = _hardware(params)
-    table = pd.read_csv(inputs["table"])
-    points = roofline.qkpv_points(table, params["attention"], provenance=analytic_provenance())
-    return roofline.roofline_figure(points, hw, params["title"], size=_size(params)), points
-
-
-def _analytic_table_figure(draw_name: str):
-    def draw(inputs: dict, params: dict):
-        from . import figures_analytic
-
-        table = pd.read_csv(inputs["table"])
-        return getattr(figures_analytic, draw_name)(table, _hardware(params), params["title"], _size(params))
-
-    return draw
-
-
-def _speedup(inputs: dict, params: dict):
-    from . import figures_measured
-
-    hw = _hardware(params)
-    s = params["speedup"]
-    cal = datasheet_calibration(hw, params["launch_floor_s"])
-    points = analytic_speedup(
-        params["model"],
-        model_dims_file(inputs["model_config"]),
-        load_acceptance_table(inputs["acceptance"]),
-        cal,
-        params["dtype"],
-        s["batch"],
-        s["kv_len"],
-        range(1, s["max_candidates"] + 1),
-        hardware=hw.key,
-        medusa_heads=params["medusa_heads"],
-        fused=params["attention"] == "fused",
-        provenance=f"{analytic_provenance()}; {cal.source}; {ASSUMPTION}",
-    )
-    return figures_measured.speedup_figure(
-        points,
-        params["title"],
-        f"analytic roofline ({hw.display_name} datasheet), batch {s['batch']}, {params['dtype']}, "
-        f"heads on {params['medusa_heads']} tokens",
-        _size(params),
-    )
-
-
-def _qkpv_medusa_measured(inputs: dict, params: dict):
-    from . import figures_measured
-
-    metrics = pd.read_csv(inputs["metrics"])
-    ceilings = load_ceilings(inputs["ceilings"])
-    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
-    return figures_measured.qkpv_medusa_measured(metrics, ceilings, datasheet, title, _size(params))
-
-
-def _qkpv_backends(inputs: dict, params: dict):
-    from . import figures_measured
-
-    metrics = pd.read_csv(inputs["metrics"])
-    ceilings = load_ceilings(inputs["ceilings"])
-    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
-    return figures_measured.qkpv_backends(metrics, ceilings, datasheet, f"{title}: eager vs fused attention", _size(params))
-
-
-def _measured_vs_analytic(inputs: dict, params: dict):
-    from . import figures_measured
-
-    metrics = pd.read_csv(inputs["metrics"])
-    ceilings = load_ceilings(inputs["ceilings"])
-    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
-    hardware = datasheet.key if datasheet is not None else ""
-    return figures_measured.measured_vs_analytic(metrics, title, _size(params), hardware=hardware)
-
-
-def _speedup_measured(inputs: dict, params: dict):
-    from . import figures_measured
-
-    metrics = pd.read_csv(inputs["metrics"])
-    ceilings = load_ceilings(inputs["ceilings"])
-    datasheet, title = _datasheet_and_title(inputs, params, ceilings)
-    hardware = datasheet.key if datasheet is not None else ""
-    dims = model_dims_file(inputs["model_config"])
-    table = load_acceptance_table(inputs["acceptance"])
-    measured = measured_speedup(metrics, table, dims.layers, None, hardware)
-    batch = params["batch"]
-    if len(measured) and batch not in set(measured["batch"]):
-        batch = int(measured["batch"].max())
-        log.warning("speedup.batch %s was not measured; using batch %s", params["batch"], batch)
-    measured = measured[measured["batch"] == batch].reset_index(drop=True)
-    if measured.empty:
-        log.warning("no (ar, medusa-N) step pair measured: the figure is empty")
-    dtype = metrics["dtype"].iloc[0] if len(metrics) else "float16"
-    cal = measured_calibration(ceilings, dtype)
-    overlay = analytic_speedup(
-        params["model"],
-        dims,
-        table,
-        cal,
-        dtype,
-        batch,
-        sorted(measured["kv_len"].unique()),
-        range(1, int(measured["candidates"].max()) + 1) if len(measured) else [],
-        hardware=hardware,
-        device=str(measured["device"].iloc[0]) if len(measured) else "",
-        medusa_heads=params["medusa_heads"],
-        provenance=f"{analytic_provenance()} at measured roofs; {cal.source}; {ASSUMPTION}",
-    )
-    overlay["series"] = overlay["series"] + " (analytic, measured roofs)"
-    return figures_measured.speedup_figure(
-        pd.concat([df for df in (measured, overlay) if len(df)] or [measured], ignore_index=True),
-        title,
-        f"measured step times (markers) vs analytic roofline at the measured roofs (dashed), "
-        f"batch {batch}, {dtype}",
-        _size(params),
-    )
-
-
-def _prediction(inputs: dict, params: dict):
-    from . import figures_measured
-
-    prediction = pd.read_csv(inputs["prediction"])
-    ceilings = load_ceilings(inputs["ceilings"])
-    _, title = _datasheet_and_title(inputs, params, ceilings)
-    return figures_measured.prediction_figure(prediction, f"{title}: predicted vs measured time", _size(params))
-
-
-def _best_tree(inputs: dict, params: dict):
-    from . import figures_analytic
-
-    table = pd.read_csv(inputs["best_tree"])
-    return figures_analytic.best_tree_figure(table, f"{params['model_display']}: best Medusa tree size",
-                                             _size(params))
 
 
 @dataclass(frozen=True)
 class FigureKind:
-    """A figure kind: the workflow rule that draws it (which inputs it gets), where its targets are (the
-    (model, hardware/device) pairs of ``targets``: analytic, speedup, measured, swept or fused), the input
-    roles and extra params it reads, the point columns its markers sit at, and its renderer."""
+    """A figure kind: the rule that draws it, where its targets are (``targets``: analytic, speedup, measured,
+    swept or fused pairs), the input roles it needs and may take (``optional``), extra params, its markers'
+    point columns, its renderer, and the ``analytic.attention`` it is for (None: either; a kind that depends
+    on it has one name per value, so a fused chart never overwrites an unfused one)."""
 
     rule: str
     targets: str
@@ -242,38 +79,55 @@ class FigureKind:
     y: str
     draw: Callable
     params: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    attention: str | None = None
 
 
 MEASURED_ROLES = ("metrics", "ceilings", "hardware_table")
+SPEEDUP_ROLES = ("model_config", "acceptance")
+PAPER_ROLE = "paper"
+
+
+def _analytic(draw: Callable, attention: str | None = None, optional: tuple[str, ...] = ()) -> FigureKind:
+    return FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", draw, optional=optional,
+                      attention=attention)
+
+
 KINDS: dict[str, FigureKind] = {
-    "qkpv_medusa": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _qkpv_medusa),
-    "all_ops": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s", _analytic_table_figure("all_ops")),
-    "mlp_spec": FigureKind("analytic", "analytic", ("table",), "oi", "flops_per_s",
-                           _analytic_table_figure("mlp_spec")),
-    "speedup": FigureKind("speedup", "speedup", ("model_config", "acceptance"), "candidates", "speedup", _speedup),
+    "qkpv_medusa": _analytic(renderers.qkpv_medusa, "unfused", (PAPER_ROLE,)),
+    "qkpv_medusa_fused": _analytic(renderers.qkpv_medusa, "fused", (PAPER_ROLE,)),
+    "all_ops": _analytic(renderers.all_ops, "unfused"),
+    "all_ops_fused": _analytic(renderers.all_ops, "fused"),
+    "mlp_spec": _analytic(renderers.mlp_spec),  # linears only: the same under either attention
+    "speedup": FigureKind("speedup", "speedup", SPEEDUP_ROLES, "candidates", "speedup", renderers.speedup,
+                          attention="unfused"),
+    "speedup_fused": FigureKind("speedup", "speedup", SPEEDUP_ROLES, "candidates", "speedup", renderers.speedup,
+                                attention="fused"),
     "qkpv_medusa_measured": FigureKind("measured", "measured", MEASURED_ROLES, "oi", "flops_per_s",
-                                       _qkpv_medusa_measured),
+                                       renderers.qkpv_medusa_measured, optional=(PAPER_ROLE,)),
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
-                                       _measured_vs_analytic),
+                                       renderers.measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
-                                   "candidates", "speedup", _speedup_measured, params=("batch", "medusa_heads")),
-    "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
+                                   "candidates", "speedup", renderers.speedup_measured,
+                                   params=("batch", "medusa_heads"),
+                                   optional=("generation",)),
+    "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", renderers.qkpv_backends),
     "prediction": FigureKind("measured", "measured", MEASURED_ROLES + ("prediction",), "predicted_s", "time_s_median",
-                             _prediction),
-    "best_tree": FigureKind("best_tree", "best_tree", ("best_tree",), "batch", "best_candidates", _best_tree),
+                             renderers.prediction),
+    "best_tree": FigureKind("best_tree", "best_tree", ("best_tree",), "batch", "best_candidates", renderers.best_tree),
 }
-"""Every figure kind. Adding one: its drawing function (figures_*.py), a renderer here and its entry."""
+"""Every figure kind. Adding one: its drawing function (figures_*.py), a renderer (renderers.py) and its entry."""
 
 
 def render(kind: str, inputs: dict[str, str], params: dict):
     """Draw one figure of ``kind`` from its input files and params; returns ``(fig, points)``."""
     if kind not in KINDS:
         raise ConfigError(f"figure kind {kind!r} is unknown; known kinds: {', '.join(KINDS)}")
-    roles = KINDS[kind].roles
-    missing = [role for role in roles if role not in inputs]
+    spec = KINDS[kind]
+    missing = [role for role in spec.roles if role not in inputs]
     if missing:
-        raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(roles)})")
-    return KINDS[kind].draw(inputs, params)
+        raise ConfigError(f"figure {kind}: input(s) {', '.join(missing)} missing (needs {', '.join(spec.roles)})")
+    return spec.draw(inputs, params)
 
 
 # ------------------------------------------------------------------------------------- recipes
@@ -317,8 +171,9 @@ def write_figure(fig, points: pd.DataFrame, stem: str | Path, params: dict) -> l
 
 def figure_inputs(kind: str, named) -> dict[str, str]:
     """A job's named inputs that are figure inputs of ``kind`` (not e.g. the ``code`` modules)."""
+    roles = KINDS[kind].roles + KINDS[kind].optional if kind in KINDS else ()
     return {role: str(path) for role, path in dict(named.items()).items()
-            if kind in KINDS and role in KINDS[kind].roles and isinstance(path, (str, os.PathLike))}
+            if role in roles and isinstance(path, (str, os.PathLike))}
 
 
 def save(fig, points: pd.DataFrame, kind: str, inputs: dict[str, str], params: dict, points_path: str | Path,

@@ -17,16 +17,32 @@ compare the same step.
   (the base model's own token) is always accepted. c = 1 is plain decoding plus heads: E = 1.
 * **Step latency, analytic** (:func:`analytic_speedup`): the predictor
   (:func:`~medusa_roofline.analytic.predict.step_time`) — every op of the step (the paper's and the
-  element-wise ones) at max(flops / peak, bytes / bandwidth, launches x floor), summed over the
+  element-wise ones) at max(flops / peak, bytes / bandwidth, launches x per_launch), summed over the
   per-layer ops x layers, the once-per-step ops and the Medusa heads — with one calibration (the
   datasheet roofs of a GPU, or the device's measured ceilings).
 * **Step latency, measured** (:func:`measured_speedup`): the ``step`` rows of a metrics/measured
   table, ``medusa-c`` vs ``ar`` at the same (batch, kv_len). When fewer decoder layers were
-  instantiated than the model has, the layer part (the step minus its once-per-step op rows) is
-  scaled up to the model's depth.
+  instantiated than the model has, the layer part (the step minus its once-per-step op rows:
+  embedding, final norm, ``lm_head``, ``medusa_heads``) is scaled up to the model's depth. The
+  sweep's Medusa step runs the heads where ``step.medusa_heads`` says (:func:`~..analytic.costmodel.step_shape`).
+* **Acceptance source** (measured rows, column ``acceptance`` and the series name): where the
+  tokens per step came from. ``shipped table`` (``config/acceptance/default.csv``), ``measured
+  table`` (per-head acceptance measured from a local model, :mod:`..decoding.acceptance`), ``given
+  table`` (any other table), all through the independence formula above; or ``real generation``:
+  the tokens per step real Medusa generation reached with that tree on the measured prompts (no
+  independence assumption). What is measured is the step latency only, so each series is named for
+  what was timed and what was assumed: ``seq_len S (measured step latency x <acceptance source>)``.
+* **Error bars** (``speedup_p10``, ``speedup_p90``): ``E x T_ar,p10 / T_medusa,p90`` and
+  ``E x T_ar,p90 / T_medusa,p10``, the ratio with both step times at opposite ends of their own
+  p10-p90 ranges (each from the sweep's repetitions; scaled to the model's depth like the medians).
+  The two steps are timed independently, so this band is wider than the ratio's own p10-p90 would be:
+  two runs whose bands do not overlap differ by more than their timing noise. The tokens per step are
+  taken as exact (their uncertainty is not in the bars).
 """
 
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 import pandas as pd
@@ -34,7 +50,8 @@ import pandas as pd
 from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, STEP_MODEL_OPS, step_shape
 from ..analytic.predict import Calibration, step_time
 from ..core.dtypes import DTYPE_BYTES
-from ..decoding.tree import expected_accept_length, tree_paths_for
+from ..core.io import sha256_file
+from ..decoding.tree import DEFAULT_ACCEPTANCE, expected_accept_length, tree_paths_for
 from ..models.source import ModelDims
 from .metrics import provenance_label
 
@@ -42,6 +59,11 @@ COLUMNS = [
     "series", "source", "model", "hardware", "device", "batch", "kv_len", "candidates", "expected_tokens",
     "step_time_ar_s", "step_time_medusa_s", "latency_ratio", "speedup", "provenance",
 ]
+MEASURED_COLUMNS = COLUMNS + ["acceptance", "speedup_p10", "speedup_p90"]
+SHIPPED, MEASURED_TABLE, GIVEN, REAL = "shipped table", "measured table", "given table", "real generation"
+ACCEPTANCE_SOURCES = (SHIPPED, MEASURED_TABLE, GIVEN, REAL)
+TIMED = "measured step latency"
+"""What a measured speedup series timed; its name is ``<TIMED> x <acceptance source>``."""
 ASSUMPTION = "independent per-head acceptance; expected tokens = 1 + sum over tree nodes of prod of accuracies"
 ONCE_PER_STEP = STEP_MODEL_OPS + ("medusa_heads",)
 """Measured rows that run once per step whatever the depth (not scaled with the layers)."""
@@ -98,25 +120,65 @@ def analytic_speedup(model: str, dims: ModelDims, table, cal: Calibration, dtype
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _full_depth_step(group: pd.DataFrame, model_layers: int | None) -> tuple[float, str]:
-    """Step time, scaled to the model's depth when fewer layers ran: (seconds, how)."""
+def acceptance_source(path) -> str:
+    """What an acceptance table file is, from its content: ``measured table`` when it carries the
+    ``count``/``total`` columns :mod:`..decoding.acceptance` writes, ``shipped table`` when its bytes
+    are those of ``config/acceptance/default.csv``, else ``given table``."""
+    try:
+        with open(path, newline="") as fh:
+            header = {h.strip() for h in next(csv.reader(fh), [])}
+        if {"count", "total"} <= header:
+            return MEASURED_TABLE
+        return SHIPPED if sha256_file(path) == sha256_file(DEFAULT_ACCEPTANCE) else GIVEN
+    except OSError:
+        return GIVEN
+
+
+def _full_depth_step(group: pd.DataFrame, model_layers: int | None, column: str = "time_s_median") -> tuple[float, str]:
+    """Step time (``column``: median, p10 or p90), scaled to the model's depth when fewer layers ran."""
     by_op = group.set_index("op")
-    step = float(by_op.loc["step", "time_s_median"])
+    step = float(by_op.loc["step", column])
     ran = int(by_op.loc["step", "layers"]) if "layers" in by_op.columns and pd.notna(by_op.loc["step", "layers"]) else 0
     if not model_layers or not ran or ran >= model_layers:
         return step, "measured"
     extra = [o for o in ONCE_PER_STEP if o in by_op.index]
     if "lm_head" not in extra:
         return step, f"measured ({ran} of {model_layers} layers, not scaled: no lm_head row)"
-    fixed = sum(float(by_op.loc[o, "time_s_median"]) for o in extra)
+    fixed = sum(float(by_op.loc[o, column]) for o in extra)
     return (step - fixed) * model_layers / ran + fixed, f"measured, {ran} layers scaled to {model_layers}"
 
 
+def _step_times(group: pd.DataFrame, model_layers: int | None) -> tuple[dict[str, float], str]:
+    """Median, p10 and p90 step time (p10/p90 fall back to the median when a table lacks them)."""
+    median, how = _full_depth_step(group, model_layers)
+    times = {"median": median}
+    for q in ("p10", "p90"):
+        col = f"time_s_{q}"
+        ok = col in group.columns and group.loc[group["op"].isin(["step", "lm_head", "medusa_heads"]), col].notna().all()
+        times[q] = _full_depth_step(group, model_layers, col)[0] if ok else median
+    return times, how
+
+
+def real_tokens(generation: pd.DataFrame | None) -> dict[int, float]:
+    """Tokens per step of real generation by tree size, from a generation table (``decoding.acceptance``)."""
+    if generation is None or not len(generation):
+        return {}
+    return {int(c): float(t) for c, t in zip(generation["candidates"], generation["tokens_per_step"], strict=True)}
+
+
 def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = None, batch: int | None = None,
-                     hardware: str = "") -> pd.DataFrame:
+                     hardware: str = "", acceptance: str = GIVEN, generation: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:
     """Speedup from measured ``step`` times: every (model, device, batch, kv_len) with an ok ``ar`` step
-    and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only."""
+    and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only.
+
+    Tokens per step come from ``table`` (labelled ``acceptance``: shipped / measured / given table)
+    and, for every tree size in ``generation`` (real Medusa generation), also from there
+    (``real generation`` rows). Series are ``seq_len S (measured step latency x <acceptance source>)``."""
+    if acceptance not in ACCEPTANCE_SOURCES or acceptance == REAL:
+        raise ValueError(f"acceptance {acceptance!r} must be one of {SHIPPED}, {MEASURED_TABLE}, {GIVEN}")
     table = np.asarray(table, dtype=np.float64)
+    real = real_tokens(generation)
     df = measured[(measured["status"].astype(str) == "ok")] if "status" in measured.columns else measured
     if "bench" in df.columns:
         df = df[df["bench"].astype(str) != "microbench"]
@@ -128,20 +190,37 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
     for (model, device, b, s), grp in df.groupby(["model", "device", "batch", "kv_len"], sort=True):
         if not ((grp["op"] == "step") & (grp["phase"] == "ar")).any():
             continue
-        t_ar, how_ar = _full_depth_step(grp[grp["phase"] == "ar"], model_layers)
+        t_ar, how_ar = _step_times(grp[grp["phase"] == "ar"], model_layers)
         medusa = grp[grp["phase"] == "medusa"]
         for c, mgrp in medusa.groupby("candidates", sort=True):
             if not (mgrp["op"] == "step").any():
                 continue
-            t_md, how_md = _full_depth_step(mgrp, model_layers)
-            tokens = expected_accept_length(table, tree_paths(table, int(c)))
+            t_md, how_md = _step_times(mgrp, model_layers)
             first = steps[(steps["model"] == model) & (steps["device"] == device)].iloc[0]
             how = how_md if how_md == how_ar else f"{how_ar} / {how_md}"
-            rows.append({
-                "series": f"seq_len {s}", "source": "measured", "model": model, "hardware": hardware,
-                "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
-                "expected_tokens": tokens, "step_time_ar_s": t_ar, "step_time_medusa_s": t_md,
-                "latency_ratio": t_md / t_ar, "speedup": tokens / (t_md / t_ar),
-                "provenance": f"{how}; {provenance_label(first)}",
-            })
-    return pd.DataFrame(rows, columns=COLUMNS)
+            sources = [(acceptance, expected_accept_length(table, tree_paths(table, int(c))))]
+            if int(c) in real:
+                sources.append((REAL, real[int(c)]))
+            for label, tokens in sources:
+                rows.append({
+                    "series": f"seq_len {s} ({TIMED} x {label})", "source": "measured", "model": model,
+                    "hardware": hardware,
+                    "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
+                    "expected_tokens": tokens, "step_time_ar_s": t_ar["median"],
+                    "step_time_medusa_s": t_md["median"], "latency_ratio": t_md["median"] / t_ar["median"],
+                    "speedup": tokens / (t_md["median"] / t_ar["median"]),
+                    "provenance": f"{how}; acceptance: {label}; {provenance_label(first)}", "acceptance": label,
+                    "speedup_p10": tokens * t_ar["p10"] / t_md["p90"],
+                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"],
+                })
+    return pd.DataFrame(rows, columns=MEASURED_COLUMNS)
+
+
+def bands_agree(first: pd.DataFrame, second: pd.DataFrame, keys=("model", "device", "batch", "kv_len", "candidates",
+                                                                  "acceptance")) -> pd.DataFrame:
+    """Two runs' measured speedups side by side, with ``agree``: their p10-p90 bands overlap."""
+    keys = [k for k in keys if k in first.columns and k in second.columns]
+    cols = keys + ["speedup", "speedup_p10", "speedup_p90"]
+    both = first[cols].merge(second[cols], on=keys, suffixes=("_1", "_2"))
+    both["agree"] = (both["speedup_p10_1"] <= both["speedup_p90_2"]) & (both["speedup_p10_2"] <= both["speedup_p90_1"])
+    return both

@@ -7,9 +7,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 AR_COLOR = "0.45"
+AR_MARKER = "o"
+CANDIDATE_MARKERS = ("s", "D", "^", "v", "P", "X", "p", "h", "<", ">", "d", "*")
+"""One shape per candidate count (AR keeps the circle): with the palette's lightness steps, series stay
+apart in greyscale and for colour-blind readers, not only in colour."""
+EDGE_SHADE = 0.6
+"""Filled markers get an edge of their own colour darkened to this fraction: pale colours stay visible on
+white paper and in print, and layered markers keep their colours (a black edge would swamp them)."""
+LEGEND_PT = 7.0
+"""Legend and annotation text size in points (never smaller at the default figure size)."""
 SI = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
 
 
@@ -22,6 +32,8 @@ def apply_theme(font_scale: float = 0.8) -> None:
         "axes.titleweight": "bold",
         "legend.frameon": True,
         "legend.framealpha": 0.9,
+        "legend.fontsize": LEGEND_PT,
+        "legend.title_fontsize": LEGEND_PT,
     })
 
 
@@ -44,10 +56,23 @@ def flops_label(flops_per_s: float) -> str:
 
 
 def sequential_palette(n: int) -> list:
-    """Orange (fewest candidates) through pink to indigo (most), as in the paper."""
+    """Orange (fewest candidates) through pink to indigo (most), as in the paper.
+
+    plasma is perceptually uniform and its lightness falls monotonically, so the order survives
+    greyscale and colour-vision deficiencies; its palest yellow is skipped (invisible on white)."""
     if n == 1:
         return [sns.color_palette("plasma", 8)[5]]
     return sns.color_palette("plasma_r", n + 3)[2 : n + 2]
+
+
+def edge_color(color) -> tuple[float, float, float]:
+    """``color`` darkened to :data:`EDGE_SHADE` (the edge of a filled marker of that colour)."""
+    return tuple(EDGE_SHADE * c for c in to_rgb(color))
+
+
+def candidate_marker(index: int) -> str:
+    """The marker of the ``index``-th candidate count (0 = fewest), cycling through the shapes."""
+    return CANDIDATE_MARKERS[index % len(CANDIDATE_MARKERS)]
 
 
 def log_axes(ax, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:

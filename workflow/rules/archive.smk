@@ -1,8 +1,9 @@
 """Archive of one run, not part of `rule all`: `snakemake --cores all archive`.
 
 results/archive/<run_name>.tar.gz holds every result of `rule all` (figures, points CSVs, recipes,
-tables, spec.json files, ceilings), the hardware table, acceptance table(s) and model config.json
-files the figures read, the resolved config, provenance and a sha256 manifest.
+tables, spec.json files, ceilings), the hardware table, acceptance table(s), model config.json
+files and the paper layer's table that the figures read, the resolved config, provenance and a
+sha256 manifest.
 `python -m medusa_roofline regenerate results/archive/<run_name>.tar.gz` redraws every figure from it.
 Names from common.smk: archive_inputs, archive_config_files, resolved_summary.
 """

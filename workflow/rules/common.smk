@@ -8,17 +8,13 @@ archive collect, then the helpers the rules call.
 from pathlib import Path
 
 from medusa_roofline.analytic import memory
-from medusa_roofline.core.codedeps import module_files
+from medusa_roofline.core.codedeps import module_closure, module_files
 from medusa_roofline.core.dtypes import DTYPE_BYTES
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import load_acceptance_table
-from medusa_roofline.models.source import (
-    checkpoint_weights,
-    instantiated_layers,
-    model_dims,
-)
-from medusa_roofline.repro import config_files, settings
-from medusa_roofline.results.render import KINDS
+from medusa_roofline.models.source import instantiated_layers, model_dims
+from medusa_roofline.repro import settings
+from medusa_roofline.results.render import KINDS, PAPER_ROLE
 
 # ---- the config, checked and resolved once ----------------------------------------------------
 
@@ -34,7 +30,11 @@ SPEEDUP = SETTINGS.speedup
 STEP = SETTINGS.step
 PREDICT = SETTINGS.predict
 BEST_TREE = SETTINGS.best_tree
+# Models with Medusa heads (rule acceptance, acceptance.smk); the demo (demo.smk), None unless enabled.
+ACCEPTANCE = SETTINGS.acceptance
+DEMO = SETTINGS.demo
 HARDWARE = SETTINGS.hardware
+PAPER = SETTINGS.paper_overlay
 DEVICE = MEASURE.device_label
 FIGURE_FILES = SETTINGS.plot["formats"] + ["csv", "recipe.json"]
 BEST_TREE_PLACE = "all-gpus"
@@ -51,6 +51,8 @@ FIGURE_TARGETS = {
 """Where the figures of each kind's `targets` are: (model, hardware or device) pairs."""
 # Measuring jobs on CUDA hold the `gpu` resource (one at a time per GPU).
 GPU_JOBS = 0 if MEASURE.device == "cpu" else 1
+TIMING_MODULE = "medusa_roofline.measure.timing"
+"""Scripts that import this module time something; their rules are measuring rules (measuring_threads)."""
 
 
 wildcard_constraints:
@@ -71,14 +73,35 @@ def analytic_tables():
     )
 
 
+def drawn_kinds():
+    """The figure kinds this config draws: those of analytic.attention (unfused and fused charts have
+    their own names), every kind that does not depend on it."""
+    return [
+        name
+        for rule in dict.fromkeys(k.rule for k in KINDS.values())
+        for name in figure_kinds(rule)
+    ]
+
+
 def figure_files():
-    """Every figure of every kind, with its points CSV and recipe."""
+    """Every figure of every kind drawn, with its points CSV and recipe."""
     return [
         f"results/figures/{model}/{place}/{name}.{ext}"
-        for name, kind in KINDS.items()
-        for model, place in FIGURE_TARGETS[kind.targets]
+        for name in drawn_kinds()
+        for model, place in FIGURE_TARGETS[KINDS[name].targets]
         for ext in FIGURE_FILES
     ]
+
+
+def paper_drawn():
+    """Whether any figure of this config draws the paper layer (its table is then archived)."""
+    targets = [
+        (name, model, place)
+        for name in drawn_kinds()
+        if PAPER_ROLE in KINDS[name].optional
+        for model, place in FIGURE_TARGETS[KINDS[name].targets]
+    ]
+    return any(paper_layer_on(name, model, place) for name, model, place in targets)
 
 
 def measured_tables():
@@ -154,7 +177,18 @@ def archive_inputs():
         + best_tree_files()
         + figure_files()
         + expand("results/models/{model}/spec.json", model=MEASURE.models)
+        + acceptance_outputs()
     )
+
+
+def acceptance_outputs():
+    """The measured acceptance of every model with heads, and the demo's trained files."""
+    files = expand(
+        "results/acceptance/{model}/{file}",
+        model=ACCEPTANCE.models,
+        file=["acceptance.csv", "generation.csv", "acceptance.json"],
+    )
+    return files + (list(DEMO.files.values()) if DEMO else [])
 
 
 def archive_config_files():
@@ -170,7 +204,9 @@ def archive_config_files():
         files.append(SPEEDUP.acceptance_table)
     if BEST_TREE.models:
         files += [BEST_TREE.acceptance_table, BEST_TREE.reference_tree]
-    files += [config_files.model_config_file(source) for source in models.values()]
+    if paper_drawn():
+        files.append(PAPER.table)
+    files += [SETTINGS.model_config_file(source) for source in models.values()]
     return sorted(set(files))
 
 
@@ -197,6 +233,51 @@ def resolved_summary():
 # ---- helpers the rules call -------------------------------------------------------------------
 
 
+def run_cores():
+    """The cores this run schedules on (--cores), or None where it has no local limit (Slurm without --cores)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+def measuring_threads():
+    """`threads:` of every measuring rule: every core of the run, so the scheduler starts one only when no
+    other job runs and starts nothing beside it (it subtracts a running job's threads from the free cores).
+    Where the run has no local core limit (a cluster executor), the timing thread count, the CPUs Slurm
+    gives the job (its node exclusively: profiles/slurm). Never fewer than measure.threads.
+    """
+    cores = run_cores()
+    return max(MEASURE.threads, cores or 0)
+
+
+def check_measuring_rules():
+    """Stop before any job when a rule whose script times something (imports measure/timing.py) could share
+    the machine: it must ask for measuring_threads(), undiminished by --set-threads or --max-threads.
+    """
+    max_threads = workflow.resource_settings.max_threads
+    cores = run_cores()
+    if cores and max_threads is not None and max_threads < cores:
+        raise WorkflowError(
+            f"--max-threads {max_threads} is below --cores {cores}: measuring jobs ask for every core so that "
+            "nothing runs beside a timer; drop --max-threads (or lower --cores to it)"
+        )
+    for measuring in workflow.rules:
+        if not measuring.script:
+            continue
+        script = Path(workflow.basedir) / "scripts" / Path(measuring.script).name
+        if TIMING_MODULE not in module_closure(script):
+            continue
+        threads = measuring.resources["_cores"]
+        threads = getattr(threads, "value", threads)
+        if threads != measuring_threads():
+            raise WorkflowError(
+                f"rule {measuring.name} times something ({script.name} imports {TIMING_MODULE}) but asks for "
+                f"threads={threads}, not every core of the run ({measuring_threads()}): other jobs could run "
+                "beside its timer; declare `threads: measuring_threads()` and do not --set-threads it"
+            )
+
+
 def script_code(script):
     """The package modules a script runs (read from its imports, transitively), as inputs:
     editing one reruns exactly the rules whose scripts import it."""
@@ -204,8 +285,28 @@ def script_code(script):
 
 
 def figure_kinds(rule):
-    """The figure kinds a rule draws (its `figure` wildcard's values)."""
-    return [name for name, kind in KINDS.items() if kind.rule == rule]
+    """The figure kinds a rule draws (its `figure` wildcard's values) under analytic.attention."""
+    return [
+        name
+        for name, kind in KINDS.items()
+        if kind.rule == rule and kind.attention in (None, ANALYTIC.attention)
+    ]
+
+
+def paper_layer_on(figure, model, place):
+    """Whether figure `figure` of (model, hardware or device) draws the paper layer (plot.paper_overlay)."""
+    if PAPER_ROLE not in KINDS[figure].optional:
+        return False
+    analytic = KINDS[figure].rule == "analytic"
+    return PAPER.on_analytic(model, place) if analytic else PAPER.on_measured(model)
+
+
+def paper_input(wildcards):
+    """The paper layer's read-off table as the `paper` input, where this figure draws it."""
+    place = getattr(wildcards, "hardware", None) or wildcards.device
+    if paper_layer_on(wildcards.figure, wildcards.model, place):
+        return {PAPER_ROLE: PAPER.table}
+    return {}
 
 
 def figure_inputs(wildcards):
@@ -214,19 +315,27 @@ def figure_inputs(wildcards):
         "metrics": f"results/metrics/{wildcards.model}/{wildcards.device}.csv",
         "ceilings": f"results/ceilings/{wildcards.device}.json",
         "hardware_table": SETTINGS.hardware_table,
+        **paper_input(wildcards),
     }
-    roles = KINDS[wildcards.figure].roles
-    if "prediction" in roles:
+    kind = KINDS[wildcards.figure]
+    if "prediction" in kind.roles:
         inputs["prediction"] = (
             f"results/prediction/{wildcards.model}/{wildcards.device}.csv"
         )
-    if "acceptance" in roles:
-        inputs["acceptance"] = MEASURE.acceptance_table
-    if "model_config" in roles:
-        inputs["model_config"] = config_files.model_config_file(
+    if "acceptance" in kind.roles:
+        inputs["acceptance"] = acceptance_table(wildcards)
+    if "generation" in kind.optional and ACCEPTANCE.generation(wildcards.model):
+        inputs["generation"] = ACCEPTANCE.generation(wildcards.model)
+    if "model_config" in kind.roles:
+        inputs["model_config"] = SETTINGS.model_config_file(
             MEASURE.models[wildcards.model]
         )
     return inputs
+
+
+def acceptance_table(wildcards):
+    """The table a model's trees come from: its measured one (rule acceptance), else measure.acceptance_table."""
+    return ACCEPTANCE.table(wildcards.model) or MEASURE.acceptance_table
 
 
 def kind_param(name, value):
@@ -236,16 +345,14 @@ def kind_param(name, value):
 
 def model_config(models):
     """Input function: the config.json of the wildcard's model among ``models`` (name -> source)."""
-    return lambda wildcards: config_files.model_config_file(models[wildcards.model])
+    return lambda wildcards: SETTINGS.model_config_file(models[wildcards.model])
 
 
 def best_tree_inputs(wildcards):
     """A model's best-tree inputs: its config and the acceptance table; the device's ceilings when
     anything is measured; the model's metrics when it was swept (its measured steps)."""
     inputs = {
-        "model_config": config_files.model_config_file(
-            BEST_TREE.models[wildcards.model]
-        ),
+        "model_config": SETTINGS.model_config_file(BEST_TREE.models[wildcards.model]),
         "acceptance": BEST_TREE.acceptance_table,
         "reference_tree": BEST_TREE.reference_tree,
     }
@@ -304,13 +411,13 @@ def model_mem_mb(wildcards, modes=None):
     temporaries over the grid (on CUDA only what stays on the host), from analytic/memory.py.
     """
     source = MEASURE.models[wildcards.model]
-    dims = model_dims(source)
+    dims = SETTINGS.model_dims(source)
     modes = modes or MEASURE.modes
     q_lens = [1 if m == "ar" else int(m.split("-")[1]) for m in modes]
     heads = (
         0 if modes == ["ar"] else len(load_acceptance_table(MEASURE.acceptance_table))
     )
-    weights_read_on_host = bool(checkpoint_weights(source))
+    weights_read_on_host = bool(SETTINGS.model_weight_files(source))
     return memory.rule_mem_mb(
         dims,
         instantiated_layers(dims, MEASURE.layers, source),

@@ -5,8 +5,12 @@ its targets are (FIGURE_TARGETS in common.smk) and which extra params it reads. 
 with a CSV of exactly the points drawn (source, device, provenance per row) and a recipe
 ({stem}.recipe.json: kind, inputs, params) from which render redraws it
 (`python -m medusa_roofline regenerate`).
+Kinds whose content depends on `analytic.attention` have one name per value (qkpv_medusa /
+qkpv_medusa_fused, ...): only the configured one is a target, so a fused chart never overwrites an
+unfused one. The qk/pv charts of the paper's model and hardware also read the paper layer's table
+(plot.paper_overlay: paper_input).
 Names from common.smk: SETTINGS, ANALYTIC, SPEEDUP, HARDWARE, figure_kinds, figure_inputs,
-kind_param, model_config, hardware_entry, figure_title, model_display_name, script_code.
+paper_input, kind_param, model_config, hardware_entry, figure_title, model_display_name, script_code.
 """
 
 
@@ -14,6 +18,7 @@ rule figure_analytic:
     """Analytic charts of one (model, hardware) from its analytic table: the paper's qk/pv chart,
     all layer ops, the MLP in decoding vs Medusa."""
     input:
+        unpack(paper_input),
         table="results/analytic/{model}/{hardware}.csv",
         code=script_code("figure.py"),
     output:
@@ -88,7 +93,7 @@ rule figure_speedup:
             "max_candidates": SPEEDUP.max_candidates,
         },
         medusa_heads=STEP.medusa_heads,
-        launch_floor_s=PREDICT.launch_floor_s,
+        per_launch_s=PREDICT.per_launch_s,
         plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"
@@ -126,7 +131,7 @@ rule figure_measured:
         kind=lambda w: w.figure,
         model=lambda w: w.model,
         model_display=lambda w: model_display_name(w.model),
-        batch=kind_param("batch", SPEEDUP.batch),
+        batch=kind_param("batch", SPEEDUP.measured_batch),
         medusa_heads=kind_param("medusa_heads", STEP.medusa_heads),
         plot=SETTINGS.plot,
     script:

@@ -1,6 +1,7 @@
 """Measured ceilings of the local device, and measured rows joined with the cost model and the roofs.
 
-Names from common.smk: SETTINGS, MEASURE, GPU_JOBS, model_config, measured_csvs, microbench_csvs, script_code.
+Names from common.smk: SETTINGS, MEASURE, GPU_JOBS, acceptance_table, model_config, measured_csvs,
+microbench_csvs, script_code.
 """
 
 
@@ -16,9 +17,11 @@ rule ceilings:
         "results/benchmarks/ceilings/{device}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
     params:
+        threads=MEASURE.threads,
         device=MEASURE.device,
         dtype=MEASURE.dtype,
         ceilings=vars(SETTINGS.ceilings),
@@ -33,7 +36,7 @@ rule metrics:
         microbench=microbench_csvs,
         ceilings="results/ceilings/{device}.json",
         hardware_table=SETTINGS.hardware_table,
-        acceptance=MEASURE.acceptance_table,
+        acceptance=acceptance_table,
         model_config=model_config(SETTINGS.measured_models),
         code=script_code("metrics.py"),
     output:

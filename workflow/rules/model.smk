@@ -7,7 +7,7 @@ rule load_model:
     """
     input:
         model_config=model_config(MEASURE.models),
-        weights=lambda w: config_files.model_weight_files(MEASURE.models[w.model]),
+        weights=lambda w: SETTINGS.model_weight_files(MEASURE.models[w.model]),
         code=script_code("load_model.py"),
     output:
         "results/models/{model}/spec.json",

@@ -1,7 +1,7 @@
 """The roofline predictor closes the loop: its error against every measured row and step, and the best
 Medusa tree size per GPU.
 
-Names from common.smk: SETTINGS, MEASURE, STEP, PREDICT, BEST_TREE, DEVICE, model_config,
+Names from common.smk: SETTINGS, MEASURE, STEP, PREDICT, BEST_TREE, DEVICE, acceptance_table, model_config,
 model_display_name, best_tree_inputs, best_tree_outputs, script_code.
 """
 
@@ -14,7 +14,7 @@ rule prediction:
         metrics="results/metrics/{model}/{device}.csv",
         ceilings="results/ceilings/{device}.json",
         hardware_table=SETTINGS.hardware_table,
-        acceptance=MEASURE.acceptance_table,
+        acceptance=acceptance_table,
         model_config=model_config(SETTINGS.measured_models),
         code=script_code("prediction.py"),
     output:
@@ -34,7 +34,7 @@ rule prediction:
         "../../envs/workflow.yaml"
     params:
         source=lambda w: SETTINGS.measured_models[w.model],
-        launch_floor_s=PREDICT.launch_floor_s,
+        per_launch_s=PREDICT.per_launch_s,
     script:
         "../../scripts/prediction.py"
 
@@ -63,7 +63,7 @@ rule best_tree:
         kv_len=BEST_TREE.kv_len,
         max_candidates=BEST_TREE.max_candidates,
         medusa_heads=STEP.medusa_heads,
-        launch_floor_s=PREDICT.launch_floor_s,
+        per_launch_s=PREDICT.per_launch_s,
         measured_dtype=MEASURE.dtype,
         device=DEVICE,
     script:

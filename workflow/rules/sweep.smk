@@ -5,7 +5,7 @@ rule sweep:
     """Real decoding steps through the model on a KV cache, timed per op, for one mode."""
     input:
         spec="results/models/{model}/spec.json",
-        acceptance=MEASURE.acceptance_table,
+        acceptance=acceptance_table,
         code=script_code("sweep.py"),
     output:
         "results/measured/{model}/{device}/{mode}.csv",
@@ -15,10 +15,12 @@ rule sweep:
         "results/benchmarks/sweep/{model}/{device}/{mode}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
         mem_mb=sweep_mem_mb,
     params:
+        threads=MEASURE.threads,
         source=lambda w: MEASURE.models[w.model],
         device=MEASURE.device,
         dtype=MEASURE.dtype,
@@ -48,10 +50,12 @@ rule microbench:
         "results/benchmarks/microbench/{model}/{device}.tsv"
     conda:
         "../../envs/workflow.yaml"
+    threads: measuring_threads()
     resources:
         gpu=GPU_JOBS,
         mem_mb=microbench_mem_mb,
     params:
+        threads=MEASURE.threads,
         source=lambda w: MICROBENCH.models[w.model],
         device=MEASURE.device,
         dtype=MEASURE.dtype,

@@ -1,6 +1,7 @@
-"""The files a config names: checked to exist and be readable, model sources resolved to unique names,
-acceptance tables loaded once to check them. Part of resolving the config once (:mod:`.settings`); imported
-when the Snakefile is parsed, so it reads files only (no torch, no transformers).
+"""Checks of configured files and sweep grids, shared by the settings of every section: files checked to
+exist and be readable, model sources resolved to unique names, acceptance tables loaded once to check them.
+
+Imported when the Snakefile is parsed: it reads files only (no torch, no transformers).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from ..core.errors import ConfigError
 from ..core.io import read_yaml
 from ..core.paths import configured_path
 from ..decoding import tree
-from ..models.source import PRESET_DIR, ModelDims, checkpoint_files, model_dims, model_name, resolve_source
+from ..models.source import (
+    PRESET_DIR,
+    ModelDims,
+    checkpoint_files,
+    model_dims,
+    model_name,
+    resolve_source,
+)
 
 
 def config_path(value, basedir: Path, key: str) -> Path:
@@ -27,6 +35,48 @@ def config_path(value, basedir: Path, key: str) -> Path:
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{key}: {path} is not readable")
     return path
+
+
+def config_directory(value, basedir: Path, key: str) -> Path:
+    """A configured directory (e.g. a tokenizer), checked to exist and be readable."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: must be a path to a directory, got {value!r}")
+    path = configured_path(value, basedir).resolve()
+    if not path.is_dir() or not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"{key}: {value!r} is not a readable directory (looked for {path})")
+    return path
+
+
+def check_grid(section: dict, key: str, fields=("batch", "kv_len")) -> None:
+    """An empty grid is an input error (the schema allows empty lists to switch a stage off)."""
+    for name in fields:
+        if name in section and not section[name]:
+            raise ConfigError(f"{key}.{name}: the sweep grid is empty; give at least one positive integer")
+
+
+def check_positions(kv_lens: list[int], key: str, shapes: dict[str, ModelDims], query_tokens: int) -> None:
+    """The longest context plus the step's query tokens must fit every model's positions."""
+    section = key.split(".")[0]
+    longest = max(kv_lens) + query_tokens
+    for name, dims in shapes.items():
+        limit = dims.max_positions
+        if not limit:
+            raise ConfigError(f"{section}.models ({name}): config.json lacks max_position_embeddings, "
+                              "needed to check that kv_len + candidates fit the model's positions")
+        if query_tokens >= limit:
+            raise ConfigError(f"{section}.candidates: {query_tokens} query tokens leave no room for a KV cache in "
+                              f"model {name!r}, whose max_position_embeddings is {limit}; allowed candidates <= "
+                              f"{limit - 1}")
+        if longest > limit:
+            raise ConfigError(
+                f"{key}: {longest} tokens (kv_len {max(kv_lens)} + {query_tokens} query tokens) exceed model "
+                f"{name!r} max_position_embeddings {limit}; allowed kv_len <= {limit - query_tokens}"
+            )
+
+
+def grid(values) -> list[int]:
+    """A grid as the jobs run it: sorted, each value once."""
+    return sorted(set(values))
 
 
 def model_config_file(source: str) -> str:

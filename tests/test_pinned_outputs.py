@@ -22,7 +22,7 @@ PINNED = {
     "results/figures/llama-33b/a40/all_ops.csv": "3610bd0422e5c977bf149f16ffe334fe7ac3dc4f4ab39e858b9f03ead87bb870",
     "results/figures/llama-33b/a100-80gb-pcie/mlp_spec.csv": "61a33fc6b03db1d1534cba9ab25a19e9e1cbc88ffae5453ac05736c7a4fcc056",
     "results/figures/llama-33b/a40/mlp_spec.csv": "e42782e70c4674f5cde9e2a4e4f54d89ee49e8a52126914db236f02d292874a7",
-    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "1691a6b4b110aa4170f71901029a6934fd4e2bda69dcca68f7f3d4374b5f8fac",
+    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "885df08269b981feb0f953deb0abbaeeee9b4f0f862646a954d6180263eb52c9",
 }
 
 

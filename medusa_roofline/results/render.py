@@ -126,18 +126,10 @@ def _speedup(inputs: dict, params: dict):
     hw = _hardware(params)
     s = params["speedup"]
     points = analytic_speedup(
-        params["model"],
-        model_dims_file(inputs["model_config"]),
-        load_acceptance_table(inputs["acceptance"]),
-        hw.peak_flops,
-        hw.bandwidth,
-        params["dtype"],
-        s["batch"],
-        s["kv_len"],
-        range(1, s["max_candidates"] + 1),
-        hardware=hw.key,
-        fused=params["attention"] == "fused",
-        provenance=f"{analytic_provenance()}; {ASSUMPTION}",
+        params["model"], model_dims_file(inputs["model_config"]), load_acceptance_table(inputs["acceptance"]),
+        hw.peak_flops, hw.bandwidth, params["dtype"], s["batch"], s["kv_len"], range(1, s["max_candidates"] + 1),
+        hardware=hw.key, fused=params["attention"] == "fused", provenance=f"{analytic_provenance()}; {ASSUMPTION}",
+        trees=s.get("trees") or {},  # absent from recipes written before tree files existed
     )
     return figures_measured.speedup_figure(
         points,
@@ -187,7 +179,8 @@ def _speedup_measured(inputs: dict, params: dict):
     table = load_acceptance_table(inputs["acceptance"])
     label = acceptance_source(inputs["acceptance"])
     generation = pd.read_csv(inputs["generation"]) if inputs.get("generation") else None
-    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation)
+    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation,
+                                trees=params.get("trees") or {})
     batch = params["batch"]
     if len(measured) and batch not in set(measured["batch"]):
         batch = int(measured["batch"].max())
@@ -265,7 +258,7 @@ KINDS: dict[str, FigureKind] = {
     "measured_vs_analytic": FigureKind("measured", "measured", MEASURED_ROLES, "bound_flops_per_s", "flops_per_s",
                                        _measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
-                                   "candidates", "speedup", _speedup_measured, params=("batch",),
+                                   "candidates", "speedup", _speedup_measured, params=("batch", "trees"),
                                    optional=("generation",)),
     "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", _qkpv_backends),
 }

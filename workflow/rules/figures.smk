@@ -91,6 +91,7 @@ rule figure_speedup:
             "batch": SPEEDUP.batch,
             "kv_len": SPEEDUP.kv_len,
             "max_candidates": SPEEDUP.max_candidates,
+            "trees": tree_paths_param(SPEEDUP.trees),
         },
         plot=SETTINGS.plot,
     script:
@@ -130,6 +131,7 @@ rule figure_measured:
         model=lambda w: w.model,
         model_display=lambda w: model_display_name(w.model),
         batch=kind_param("batch", SPEEDUP.measured_batch),
+        trees=kind_param("trees", tree_paths_param(MEASURE.trees)),
         plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"

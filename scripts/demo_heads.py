@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from medusa_roofline.core.io import write_json
-from medusa_roofline.demo import DemoSpec, build_heads
+from medusa_roofline.demo_train import DemoSpec, build_heads
 from medusa_roofline.entry import logged
 
 with logged(snakemake) as log:  # noqa: F821 (injected by Snakemake)

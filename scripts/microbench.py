@@ -27,6 +27,7 @@ with logged(snakemake):  # noqa: F821 (injected by Snakemake)
         acceptance_table=snakemake.input.acceptance,  # noqa: F821
         checkpoint_dir=ckpt,
         attention_backends=p.attention_backends,
+        trees=list(snakemake.input.trees),  # noqa: F821 (the tree files tree-NAME modes run)
     )
     rows["device"] = snakemake.wildcards.device  # noqa: F821
     write_measured_csv(rows, out)

@@ -1,4 +1,4 @@
-"""Snakemake entry: one measured sweep mode (ar or medusa-N) over the (batch, kv_len) grid.
+"""Snakemake entry: one measured sweep mode (ar, medusa-N or tree-NAME) over the (batch, kv_len) grid.
 
 Points are checkpointed under results/.checkpoints/… as they are measured, so a killed job resumes
 from them when rerun; the checkpoint is removed once the table is written.
@@ -29,6 +29,7 @@ with logged(snakemake):  # noqa: F821 (injected by Snakemake)
         max_memory_bytes=p.max_memory_bytes,
         checkpoint_dir=ckpt,
         **({"medusa_heads": p.medusa_heads} if p.medusa_heads else {}),  # None for ar: no heads
+        tree=dict(snakemake.input.items()).get("tree"),  # noqa: F821 (a tree-NAME mode's file)
     )
     rows["device"] = snakemake.wildcards.device  # noqa: F821
     write_measured_csv(rows, out)

@@ -22,7 +22,7 @@ PINNED = {
     "results/figures/llama-33b/a40/all_ops.csv": "3610bd0422e5c977bf149f16ffe334fe7ac3dc4f4ab39e858b9f03ead87bb870",
     "results/figures/llama-33b/a100-80gb-pcie/mlp_spec.csv": "61a33fc6b03db1d1534cba9ab25a19e9e1cbc88ffae5453ac05736c7a4fcc056",
     "results/figures/llama-33b/a40/mlp_spec.csv": "e42782e70c4674f5cde9e2a4e4f54d89ee49e8a52126914db236f02d292874a7",
-    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "28d83934639297916c43293b94719bac7ea5a6a3e863c45bcf03fc1cd08dae00",
+    "results/figures/llama-7b/a100-80gb-pcie/speedup.csv": "322c128a4be03a54c506e53970bb7a66b281ecc61a7a24fcc887540109e3aa7f",
 }
 
 

@@ -49,7 +49,7 @@ from ..decoding.tree_buffers import tree_attention_mask, tree_buffers
 from ..models.source import model_dims, model_name
 from . import attention, checkpoint
 from .backends import backend_ops, parse_backends
-from .grid import parse_mode
+from .grid import TREE_PREFIX, parse_mode
 from .table import COLUMNS, validate_measured
 from .timing import flush_mode, time_callable, tiny_kernel_floor
 
@@ -81,7 +81,7 @@ def measure_prepared(prepared, device, reps: int, warmup: int, flush_l2: bool = 
 def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", device="cpu", reps: int = 10,
                    warmup: int = 3, progress: bool = True, acceptance_table=None, seed: int = 0,
                    flush_l2: bool = True, checkpoint_dir=None, attention_backends=("eager",),
-                   flex_compile: bool | None = None, cuda_graph: bool = False):
+                   flex_compile: bool | None = None, cuda_graph: bool = False, trees=()):
     """Time every backend's ops at ``model_source``'s attention shapes; one row per
     (mode, backend, op, batch, kv_len), in the order (mode, batch, kv_len, backend, op).
 
@@ -90,16 +90,21 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
     the uncompiled reference path, noted in ``kernel``). ``cuda_graph``: time CUDA-graph replays.
     An out-of-memory point (or backend at a point) is recorded with status ``oom`` (NaN times) and
     the run goes on. ``checkpoint_dir``: save every point there and reuse the points a killed run
-    saved (:mod:`.checkpoint`); the caller removes it once the table is written.
+    saved (:mod:`.checkpoint`); the caller removes it once the table is written. ``trees``: tree files
+    (or :class:`~medusa_roofline.decoding.tree.Tree`) that ``tree-NAME`` modes run (NAME: the file's stem).
     """
     if isinstance(modes, str):
         modes = [modes]
     modes = list(modes or [])
     if not modes:
-        raise ConfigError("modes: the list is empty; give 'ar' and/or 'medusa-N' entries")
+        raise ConfigError("modes: the list is empty; give 'ar', 'medusa-N' and/or 'tree-NAME' entries")
+    explicit = {}  # name -> Tree; bounds: the table's heads, ranks free (no heads run here)
+    heads = int(acceptance_array(acceptance_table).shape[0]) if trees else None
+    for chosen in (tree_paths_for(spec, num_heads=heads) for spec in trees or ()):
+        explicit[chosen.name] = chosen
     parsed = []
     for mode in modes:
-        m = parse_mode(mode, key="modes")
+        m = parse_mode(mode, key="modes", trees={name: t.candidates for name, t in explicit.items()})
         if m not in parsed:
             parsed.append(m)
     backends = parse_backends(attention_backends)
@@ -110,13 +115,14 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
         raise ConfigError(f"cuda_graph: needs a CUDA device, got {dev}")
     elem = torch.tensor([], dtype=torch_dtype).element_size()
 
-    trees, tree_names = {}, {}
+    masks, tree_names = {}, {}
     if any(m.phase == "medusa" for m in parsed):
         table = acceptance_array(acceptance_table)
         for m in parsed:
             if m.phase == "medusa":
-                chosen = tree_paths_for(m.q_len, table)
-                trees[m.name], tree_names[m.name] = tree_buffers(chosen.paths, dev), chosen.name
+                chosen = explicit[m.name[len(TREE_PREFIX):]] if m.name.startswith(TREE_PREFIX) else \
+                    tree_paths_for(m.q_len, table)
+                masks[m.name], tree_names[m.name] = tree_buffers(chosen.paths, dev), chosen.name
 
     prov = provenance(dev)
     common = {
@@ -133,7 +139,8 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
         "what": "microbench", "model": checkpoint.model_fingerprint(model_source),
         "dtype": common["dtype"], "device": common["device"], "device_name": common["device_name"],
         "reps": reps, "warmup": warmup, "seed": seed, "flush_l2": flush_mode(flush_l2), "threads": common["threads"],
-        "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if trees else None,
+        "acceptance": checkpoint.acceptance_fingerprint(acceptance_table) if tree_names else None,
+        "trees": {name: [list(p) for p in t.paths] for name, t in sorted(explicit.items())},
         "torch": prov["torch"], "transformers": prov["transformers"], "cuda": prov["cuda"],
         "code": code_digest(__name__),
         "attention_backends": backends, "flex_compile": flex_compile, "cuda_graph": cuda_graph,
@@ -161,7 +168,7 @@ def run_microbench(model_source: str, modes, batches, kv_lens, dtype="auto", dev
             base = dict(common, mode=m.name, phase=m.phase, candidates=m.candidates,
                         tree=tree_names.get(m.name, ""), batch=b, kv_len=s,
                         q_len=m.q_len, keys=s + m.q_len, launch_floor_s=floor)
-            point_rows = _measure_point(dims, m, b, s, torch_dtype, dev, trees.get(m.name), seed, backends, scaling,
+            point_rows = _measure_point(dims, m, b, s, torch_dtype, dev, masks.get(m.name), seed, backends, scaling,
                                         flex, reps, warmup, flush_l2, cuda_graph, elem, base)
             validate_measured(pd.DataFrame(point_rows, columns=COLUMNS))  # a bad point is never saved
             if ckpt is not None:

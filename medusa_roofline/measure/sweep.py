@@ -1,6 +1,6 @@
 """The measured sweep: time a decode step of the real (HF) model, per op and as a whole.
 
-For one mode (``"ar"``, or ``"medusa-N"`` with N tree tokens root included) and a grid of
+For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"tree-NAME"`` for a tree file) and a grid of
 (batch, kv_len) points:
 
 * **KV cache.** A :class:`~medusa_roofline.decoding.kv_cache.PreallocatedCache` of capacity
@@ -177,27 +177,28 @@ def run_sweep(model_source: str, mode: str, batches, kv_lens, dtype="auto", devi
     ``medusa_heads``: where a Medusa step runs its heads (``tree`` or ``accepted``,
     :func:`~medusa_roofline.analytic.costmodel.step_shape`).
     """
-    m = parse_mode(mode)
     dims = model_dims(model_source)
     n_layers = instantiated_layers(dims, layers, model_source)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     elem = torch.tensor([], dtype=torch_dtype).element_size()
 
-    buffers, num_heads, chosen = None, 0, None
+    buffers, num_heads, chosen, table = None, 0, None, None
+    limit = dims.max_positions or None
+    if tree is not None:  # random heads propose from the whole vocabulary; one head per tree depth, as many as
+        table = acceptance_array(acceptance_table)  # the table has
+        chosen = tree_paths_for(tree, num_heads=int(table.shape[0]), top_k=dims.vocab, max_nodes=limit)
+    m = parse_mode(mode, trees={chosen.name: chosen.candidates} if chosen else None)
     if tree is not None and m.phase != "medusa":
-        raise ConfigError(f"tree: mode {m.name} runs no tree; give a tree with a medusa-N mode")
+        raise ConfigError(f"tree: mode {m.name} runs no tree; give a tree with a medusa-N or tree-NAME mode")
     if m.phase == "medusa":
-        table = acceptance_array(acceptance_table)
+        table = acceptance_array(acceptance_table) if table is None else table
         num_heads = int(table.shape[0])
-        limit = dims.max_positions or None
-        if tree is None:
+        if chosen is None:
             chosen = tree_paths_for(m.q_len, table, max_nodes=limit)
-        else:  # random heads propose from the whole vocabulary; one head per tree depth, as many as the table has
-            chosen = tree_paths_for(tree, num_heads=num_heads, top_k=dims.vocab, max_nodes=limit)
         if chosen.candidates != m.q_len:
             raise ConfigError(f"tree: {chosen.name} has {chosen.candidates} nodes (root included) but mode {m.name} "
-                              f"runs {m.q_len}; use mode medusa-{chosen.candidates}")
+                              f"runs {m.q_len}; use mode medusa-{chosen.candidates} or tree-{chosen.name}")
         buffers = tree_buffers(chosen.paths, dev)
 
     flush_bytes = 0

@@ -29,6 +29,7 @@ from ..results.paper_table import PaperOverlay, load_paper_table
 from .acceptance_settings import Acceptance, Demo, resolve_acceptance, resolve_demo
 from .checks import (acceptance_table, check_grid, check_positions, config_path, display_names, grid, model_config_file,
                      model_shapes, model_sources, model_weight_files)
+from .tree_settings import check_tree_sizes, resolve_tree_files, table_heads
 
 MIB = 1 << 20
 
@@ -59,11 +60,12 @@ class Measure:
     acceptance_table: str
     max_memory_bytes: int | None
     threads: int = 1  # CPU threads every measuring job times with (ceilings, sweep, micro-benchmark)
+    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (measure.trees)
 
     @property
     def modes(self) -> list[str]:
-        """One sweep job each: ``ar`` and ``medusa-N`` for every tree size."""
-        return ["ar"] + [f"medusa-{n}" for n in self.candidates]
+        """One sweep job each: ``ar``, ``medusa-N`` for every tree size and ``tree-NAME`` for every tree file."""
+        return ["ar"] + [f"medusa-{n}" for n in self.candidates] + list(self.trees)
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,11 @@ class Microbench:
     warmup: int
     attention_backends: list[str]
 
+    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (microbench.trees)
+
     @property
     def modes(self) -> list[str]:
-        return ["ar"] + [f"medusa-{n}" for n in self.candidates]
+        return ["ar"] + [f"medusa-{n}" for n in self.candidates] + list(self.trees)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Speedup:
     max_candidates: int
     acceptance_table: str
     measured_batch: int  # of the measured figure: `batch` when the sweep measures it, else its largest batch
+    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (speedup.trees)
 
 
 @dataclass(frozen=True)
@@ -163,20 +168,6 @@ class Settings:
 
     def display_name(self, model: str) -> str:
         return self.display_names.get(model, model)
-
-
-# ---------------------------------------------------------------------------------------------- grids
-
-
-def check_tree_sizes(candidates: list[int], key: str, table_path: str) -> None:
-    """Every tree size must be buildable from the acceptance table (sizes >= 2: the schema)."""
-    if not candidates:
-        raise ConfigError(f"{key}: the sweep grid is empty; give at least one tree size >= 2")
-    largest = tree.max_tree_size(tree.load_acceptance_table(table_path))
-    too_big = [n for n in candidates if n > largest]
-    if too_big:
-        raise ConfigError(f"{key}: {too_big} exceed the largest tree the acceptance table "
-                          f"{table_path} can build ({largest} nodes); add ranks/heads to the table or lower candidates")
 
 
 # ---------------------------------------------------------------------------------------------- device
@@ -273,13 +264,17 @@ def timing_threads(value) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def resolve_measure(section: dict, acceptance: str) -> Measure:
+def resolve_measure(section: dict, acceptance: str, basedir: Path = Path(".")) -> Measure:
     models = model_sources(section["models"], "measure.models")
     device = torch_device(section)
+    trees = {}
     if models:
         check_grid(section, "measure")
-        check_tree_sizes(section["candidates"], "measure.candidates", acceptance)
+        check_tree_sizes(section["candidates"], "measure.candidates", acceptance, section.get("trees"))
         shapes = model_shapes(models, "measure.models")
+        # the sweep's random heads: one per table row, proposing from the whole vocabulary
+        trees = resolve_tree_files(section.get("trees"), "measure.trees", basedir, table_heads(acceptance),
+                                   min(d.vocab for d in shapes.values()))
         for source in models.values():
             check_weight_files(source, f"measure.models ({source})")
         layers = section.get("layers")
@@ -287,7 +282,8 @@ def resolve_measure(section: dict, acceptance: str) -> Measure:
             if layers is not None and not 1 <= layers <= dims.layers:
                 raise ConfigError(f"measure.layers: {layers} is outside 1..{dims.layers}, the decoder layers "
                                   f"model {name!r} has; use at most {dims.layers} (or null for all)")
-        check_positions(section["kv_len"], "measure.kv_len", shapes, max(section["candidates"]))
+        nodes = [tree.load_tree_file(path).candidates for path in trees.values()]
+        check_positions(section["kv_len"], "measure.kv_len", shapes, max(section["candidates"] + nodes))
         check_device_dtype(section)
     cap = section.get("max_memory_gb")
     return Measure(
@@ -296,21 +292,24 @@ def resolve_measure(section: dict, acceptance: str) -> Measure:
         layers=section.get("layers"), candidates=grid(section["candidates"]), batch=grid(section["batch"]),
         kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
         acceptance_table=acceptance, max_memory_bytes=None if cap is None else int(cap * 2**30),
-        threads=timing_threads(section.get("threads")),
+        threads=timing_threads(section.get("threads")), trees=trees,
     )
 
 
-def resolve_microbench(section: dict, measure: dict, acceptance: str) -> Microbench:
+def resolve_microbench(section: dict, measure: dict, acceptance: str, basedir: Path = Path(".")) -> Microbench:
     models = model_sources(section["models"], "microbench.models")
+    trees = {}
     if models:
+        trees = resolve_tree_files(section.get("trees"), "microbench.trees", basedir, table_heads(acceptance))
         check_grid(section, "microbench")
         model_shapes(models, "microbench.models")  # no weights, no positions: any kv_len is fine
         # trees come from the measure section's acceptance table
-        check_tree_sizes(section["candidates"], "microbench.candidates", acceptance)
+        check_tree_sizes(section["candidates"], "microbench.candidates", acceptance, section.get("trees"))
         check_device_dtype(measure)
     return Microbench(models=models, candidates=grid(section["candidates"]), batch=grid(section["batch"]),
                       kv_len=grid(section["kv_len"]), reps=section["reps"], warmup=section["warmup"],
-                      attention_backends=parse_backends(section["attention_backends"], "microbench.attention_backends"))
+                      attention_backends=parse_backends(section["attention_backends"], "microbench.attention_backends"),
+                      trees=trees)
 
 
 def resolve_ceilings(section: dict, device: str) -> Ceilings:
@@ -338,9 +337,12 @@ def analytic_section(section: dict, table: dict, basedir: Path, default_acceptan
 
 def resolve_speedup(section: dict, table: dict, basedir: Path, default_acceptance: str, measured: list[int]) -> Speedup:
     models, path = analytic_section(section, table, basedir, default_acceptance, "speedup")
+    shape = tree.load_acceptance_table(path).shape  # its expected tokens need the table's heads and ranks
+    trees = resolve_tree_files(section.get("trees"), "speedup.trees", basedir, *shape) if models else {}
     return Speedup(models=models, hardware=list(section["hardware"]), batch=section["batch"],
                    kv_len=grid(section["kv_len"]), max_candidates=section["max_candidates"], acceptance_table=path,
-                   measured_batch=section["batch"] if section["batch"] in measured or not measured else max(measured))
+                   measured_batch=section["batch"] if section["batch"] in measured or not measured else max(measured),
+                   trees=trees)
 
 
 def resolve_paper_overlay(section: dict, basedir: Path) -> PaperOverlay:
@@ -380,7 +382,7 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
     # checked even when nothing is measured: the speedup figures default to it
     acceptance = acceptance_table(measure_cfg.get("acceptance_table"), basedir, "measure.acceptance_table",
                                   str(tree.DEFAULT_ACCEPTANCE))
-    measure = resolve_measure(measure_cfg, acceptance)
+    measure = resolve_measure(measure_cfg, acceptance, basedir)
     demo = resolve_demo(config, measure)
     if demo is not None:  # a measured model like any other, whose files rules make
         measure = replace(measure, models={**measure.models, demo.name: demo.checkpoint})
@@ -390,7 +392,7 @@ def resolve(config: dict, basedir: str | Path) -> Settings:
         hardware=table,
         analytic=analytic,
         measure=measure,
-        microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance),
+        microbench=resolve_microbench(config["microbench"], measure_cfg, acceptance, basedir),
         ceilings=resolve_ceilings(config["ceilings"], measure.device),
         speedup=resolve_speedup(config["speedup"], table, basedir, acceptance, measure.batch),
         step=Step(medusa_heads=config["step"]["medusa_heads"]),

@@ -277,36 +277,52 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
 # ----------------------------------------------------------------------------------- speedup
 
 
+def from_tree_file(tree) -> bool:
+    """Whether a speedup row's ``tree`` names a tree file's tree (not a greedy tree, not unnamed)."""
+    return isinstance(tree, str) and bool(tree) and not tree.startswith("greedy-")
+
+
 def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2), markers_per_line: int = 8):
     """Speedup vs candidates, one line per ``series`` (seq_len): colour and marker shape by kv_len.
 
     Long lines carry ``markers_per_line`` markers, staggered between lines so that they never sit on
     each other; measured series carry one at every point (circles on a dotted line for real-generation
-    tokens per step) and, when the points carry ``speedup_p10``/``speedup_p90``, error bars. When a
-    table mixes sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named
+    tokens per step) and, when the points carry ``speedup_p10``/``speedup_p90``, error bars; a tree
+    file's own tree (series ``..., tree NAME``) is a star at each of its points. When a table mixes sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named
     in the legend.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
-    points = (points.assign(_r=src_rank).sort_values(["_r", "kv_len", "series", "candidates"], kind="stable")
-              .drop(columns="_r").reset_index(drop=True))
+    tree_rank = points["tree"].map(from_tree_file) if "tree" in points.columns else False
+    points = (points.assign(_r=src_rank, _t=tree_rank)
+              .sort_values(["_t", "_r", "kv_len", "series", "candidates"], kind="stable")
+              .drop(columns=["_r", "_t"]).reset_index(drop=True))
     fig, ax = new_axes(size)
     kv = sorted(points["kv_len"].unique())
     palette = style.sequential_palette(max(len(kv), 1))
     rank = {s: i for i, s in enumerate(kv)}
     mixed = points["source"].nunique() > 1
     ax.axhline(1.0, color="0.15", lw=1.1, ls="-.", zorder=1.5, label="no speedup (1.0)")
+    trees_named: set[str] = set()
     for name in dict.fromkeys(points["series"]):
         pts = points[points["series"] == name]
         measured = pts["source"].iloc[0] == "measured"
         i = rank[pts["kv_len"].iloc[0]]
         step = max(1, len(pts) // markers_per_line)
         real = "acceptance" in pts.columns and pts["acceptance"].iloc[0] == "real generation"
-        marker = "o" if real else style.candidate_marker(i)  # circles: no kv_len line uses them
-        ax.plot(pts["candidates"], pts["speedup"], ":" if real else "-" if measured or not mixed else "--",
-                marker=marker, ms=4 if measured else 3.5, markevery=1 if measured else
+        explicit = "tree" in pts.columns and from_tree_file(pts["tree"].iloc[0])
+        # circles (real generation) and stars (a tree file's own tree): no kv_len line uses them
+        marker = "*" if explicit else "o" if real else style.candidate_marker(i)
+        label = name
+        if explicit:  # one legend entry per tree: its stars take the colour of their seq_len line
+            tree = str(pts["tree"].iloc[0])
+            label = "_nolegend_" if tree in trees_named else f"tree {tree} (stars; colour: seq_len)"
+            trees_named.add(tree)
+        ax.plot(pts["candidates"], pts["speedup"], ls="none" if explicit else ":" if real else "-" if measured or not mixed
+                else "--",
+                marker=marker, ms=9 if explicit else 4 if measured else 3.5, markevery=1 if measured or explicit else
                 ((i * max(1, step // len(kv))) % step, step), lw=1.4 if measured or not mixed else 1.0,
-                color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=name,
+                color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=label,
                 zorder=3,
                 gid=roofline.DATA_GID)
         if measured and {"speedup_p10", "speedup_p90"} <= set(pts.columns) and pts["speedup_p10"].notna().all():

@@ -83,7 +83,7 @@ DEFAULT_TOLERANCE = 0.05
 KEY_COLUMNS = ["bench", "model", "device", "mode", "op", "batch", "kv_len"]
 BACKEND_COLUMN = "attention_backend"
 IDENTIFYING = [
-    "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls", "candidates",
+    "bench", "model", "device", "device_name", "mode", "phase", "op", "scope", "calls", "candidates", "tree",
     "batch", "kv_len", "q_len", "keys", "heads_tokens", "layers", "dtype", "attention_backend", "kernel", "reps", "status",
     "time_s_p10", "time_s_p90", "threads", "torch", "transformers", "cuda", "git_commit",
 ]

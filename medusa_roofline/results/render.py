@@ -109,7 +109,7 @@ KINDS: dict[str, FigureKind] = {
                                        renderers.measured_vs_analytic),
     "speedup_measured": FigureKind("measured", "swept", MEASURED_ROLES + ("acceptance", "model_config"),
                                    "candidates", "speedup", renderers.speedup_measured,
-                                   params=("batch", "medusa_heads"),
+                                   params=("batch", "medusa_heads", "trees"),
                                    optional=("generation",)),
     "qkpv_backends": FigureKind("measured", "fused", MEASURED_ROLES, "oi", "flops_per_s", renderers.qkpv_backends),
     "prediction": FigureKind("measured", "measured", MEASURED_ROLES + ("prediction",), "predicted_s", "time_s_median",

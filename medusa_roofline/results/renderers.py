@@ -97,6 +97,7 @@ def speedup(inputs: dict, params: dict):
         medusa_heads=params["medusa_heads"],
         fused=params["attention"] == "fused",
         provenance=f"{analytic_provenance()}; {cal.source}; {ASSUMPTION}",
+        trees=s.get("trees") or {},  # absent from recipes written before tree files existed
     )
     return figures_measured.speedup_figure(
         points,
@@ -147,7 +148,8 @@ def speedup_measured(inputs: dict, params: dict):
     table = load_acceptance_table(inputs["acceptance"])
     label = acceptance_source(inputs["acceptance"])
     generation = pd.read_csv(inputs["generation"]) if inputs.get("generation") else None
-    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation)
+    measured = measured_speedup(metrics, table, dims.layers, None, hardware, acceptance=label, generation=generation,
+                                trees=params.get("trees") or {})
     batch = params["batch"]
     if len(measured) and batch not in set(measured["batch"]):
         batch = int(measured["batch"].max())

@@ -32,6 +32,10 @@ compare the same step.
   the tokens per step real Medusa generation reached with that tree on the measured prompts (no
   independence assumption). What is measured is the step latency only, so each series is named for
   what was timed and what was assumed: ``seq_len S (measured step latency x <acceptance source>)``.
+* **Tree files** (``speedup.trees`` for the simulated chart, ``measure.trees`` for the measured one):
+  an explicit tree (Medusa ``medusa_choices``-style paths) is a point of its own at its node count,
+  series ``... , tree NAME``, with E from its own paths; the greedy trees are named ``greedy-c`` in
+  the ``tree`` column.
 * **Error bars** (``speedup_p10``, ``speedup_p90``): ``E x T_ar,p10 / T_medusa,p90`` and
   ``E x T_ar,p90 / T_medusa,p10``, the ratio with both step times at opposite ends of their own
   p10-p90 ranges (each from the sweep's repetitions; scaled to the model's depth like the medians).
@@ -50,8 +54,9 @@ import pandas as pd
 from ..analytic.costmodel import MEDUSA_HEAD_LAYERS, STEP_MODEL_OPS, step_shape
 from ..analytic.predict import Calibration, step_time
 from ..core.dtypes import DTYPE_BYTES
+from ..core.errors import ConfigError
 from ..core.io import sha256_file
-from ..decoding.tree import DEFAULT_ACCEPTANCE, expected_accept_length, tree_paths_for
+from ..decoding.tree import DEFAULT_ACCEPTANCE, Tree, expected_accept_length, tree_paths_for
 from ..models.source import ModelDims
 from .metrics import provenance_label
 
@@ -59,7 +64,7 @@ COLUMNS = [
     "series", "source", "model", "hardware", "device", "batch", "kv_len", "candidates", "expected_tokens",
     "step_time_ar_s", "step_time_medusa_s", "latency_ratio", "speedup", "provenance",
 ]
-MEASURED_COLUMNS = COLUMNS + ["acceptance", "speedup_p10", "speedup_p90"]
+MEASURED_COLUMNS = COLUMNS + ["acceptance", "speedup_p10", "speedup_p90", "tree"]
 SHIPPED, MEASURED_TABLE, GIVEN, REAL = "shipped table", "measured table", "given table", "real generation"
 ACCEPTANCE_SOURCES = (SHIPPED, MEASURED_TABLE, GIVEN, REAL)
 TIMED = "measured step latency"
@@ -96,28 +101,44 @@ def step_times(dims: ModelDims, batch: int, kv_len: int, candidates, e: int, cal
     return t_ar, np.broadcast_to(np.asarray(t_md, dtype=np.float64), c.shape)
 
 
+def named_trees(trees, table) -> list[Tree]:
+    """Explicit trees (:class:`~medusa_roofline.decoding.tree.Tree`, tree files, or a ``{name: paths}``
+    mapping as the figure rules pass them), checked against the table's heads and ranks."""
+    if isinstance(trees, dict):
+        trees = [Tree(name, tuple(tuple(p) for p in paths), "figure params") for name, paths in trees.items()]
+    return [tree_paths_for(t, table) for t in trees or ()]
+
+
 def analytic_speedup(model: str, dims: ModelDims, table, cal: Calibration, dtype: str, batch: int, kv_lens,
                      candidates, hardware: str = "", device: str = "", medusa_heads: str = "tree",
                      head_layers: int = MEDUSA_HEAD_LAYERS, fused: bool = False,
-                     provenance: str = "analytic cost model") -> pd.DataFrame:
-    """One row per (kv_len, candidates): expected tokens, both predicted step latencies, their ratio, speedup."""
+                     provenance: str = "analytic cost model", trees=()) -> pd.DataFrame:
+    """One row per (kv_len, candidates): expected tokens, both predicted step latencies, their ratio, speedup.
+
+    ``trees``: explicit trees (:func:`named_trees`), one more row per (kv_len, tree) at the tree's node
+    count, in a series of its own (``seq_len S, tree NAME``), and a ``tree`` column naming each row's
+    tree (``greedy-c`` for the greedy ones; the column is there only when trees are given)."""
     table = np.asarray(table, dtype=np.float64)
     num_heads = int(table.shape[0])
     e = DTYPE_BYTES[dtype]
-    expected = expected_tokens(table, candidates)
-    cands = sorted(expected)
+    specs = [(c, f"greedy-{c}", tokens) for c, tokens in expected_tokens(table, candidates).items()]
+    explicit = named_trees(trees, table)
+    specs += [(t.candidates, t.name, expected_accept_length(table, list(t.paths))) for t in explicit]
+    cands = sorted({c for c, _, _ in specs})
     rows = []
     for s in sorted(set(kv_lens)):
         t_ar, t_md = step_times(dims, batch, s, cands, e, cal, num_heads, medusa_heads, head_layers, fused)
-        for c, t in zip(cands, t_md):
-            tokens = expected[c]
+        by_size = dict(zip(cands, t_md))  # a step's time depends on its node count only
+        for c, name, tokens in specs:
+            t = by_size[c]
             rows.append({
-                "series": f"seq_len {s}", "source": "analytic", "model": model, "hardware": hardware,
+                "series": f"seq_len {s}" + ("" if name.startswith("greedy-") else f", tree {name}"),
+                "source": "analytic", "model": model, "hardware": hardware,
                 "device": device, "batch": batch, "kv_len": s, "candidates": c, "expected_tokens": tokens,
                 "step_time_ar_s": t_ar, "step_time_medusa_s": float(t), "latency_ratio": float(t) / t_ar,
-                "speedup": tokens / (float(t) / t_ar), "provenance": provenance,
+                "speedup": tokens / (float(t) / t_ar), "provenance": provenance, "tree": name,
             })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS + (["tree"] if explicit else []))
 
 
 def acceptance_source(path) -> str:
@@ -167,17 +188,21 @@ def real_tokens(generation: pd.DataFrame | None) -> dict[int, float]:
 
 
 def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = None, batch: int | None = None,
-                     hardware: str = "", acceptance: str = GIVEN, generation: pd.DataFrame | None = None
-                     ) -> pd.DataFrame:
+                     hardware: str = "", acceptance: str = GIVEN, generation: pd.DataFrame | None = None,
+                     trees=()) -> pd.DataFrame:
     """Speedup from measured ``step`` times: every (model, device, batch, kv_len) with an ok ``ar`` step
     and ok ``medusa-c`` steps. ``batch`` restricts to one batch size. Sweep rows only.
 
     Tokens per step come from ``table`` (labelled ``acceptance``: shipped / measured / given table)
     and, for every tree size in ``generation`` (real Medusa generation), also from there
-    (``real generation`` rows). Series are ``seq_len S (measured step latency x <acceptance source>)``."""
+    (``real generation`` rows). Series are ``seq_len S (measured step latency x <acceptance source>)``.
+    Rows of a tree file's mode (``tree-NAME``, column ``tree``) take their expected tokens from that
+    tree's paths, given in ``trees`` (:func:`named_trees`; a measured tree not given there is an error),
+    and get a series of their own (``..., tree NAME``)."""
     if acceptance not in ACCEPTANCE_SOURCES or acceptance == REAL:
         raise ValueError(f"acceptance {acceptance!r} must be one of {SHIPPED}, {MEASURED_TABLE}, {GIVEN}")
     table = np.asarray(table, dtype=np.float64)
+    explicit = {t.name: t for t in named_trees(trees, table)}
     real = real_tokens(generation)
     df = measured[(measured["status"].astype(str) == "ok")] if "status" in measured.columns else measured
     if "bench" in df.columns:
@@ -192,18 +217,25 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
             continue
         t_ar, how_ar = _step_times(grp[grp["phase"] == "ar"], model_layers)
         medusa = grp[grp["phase"] == "medusa"]
-        for c, mgrp in medusa.groupby("candidates", sort=True):
+        names = medusa["tree"].fillna("").astype(str) if "tree" in medusa.columns else pd.Series("", medusa.index)
+        for (c, name), mgrp in medusa.groupby([medusa["candidates"], names.where(~names.str.startswith("greedy-"),
+                                                                                  "")], sort=True):
             if not (mgrp["op"] == "step").any():
                 continue
+            if name and name not in explicit:
+                raise ConfigError(f"measured speedup: rows of tree {name!r} ({model}) but its tree file is not among "
+                                  f"the trees given ({', '.join(explicit) or 'none'}); list it in measure.trees")
             t_md, how_md = _step_times(mgrp, model_layers)
             first = steps[(steps["model"] == model) & (steps["device"] == device)].iloc[0]
             how = how_md if how_md == how_ar else f"{how_ar} / {how_md}"
-            sources = [(acceptance, expected_accept_length(table, tree_paths(table, int(c))))]
-            if int(c) in real:
+            paths = list(explicit[name].paths) if name else tree_paths(table, int(c))
+            sources = [(acceptance, expected_accept_length(table, paths))]
+            if int(c) in real and not name:
                 sources.append((REAL, real[int(c)]))
             for label, tokens in sources:
                 rows.append({
-                    "series": f"seq_len {s} ({TIMED} x {label})", "source": "measured", "model": model,
+                    "series": f"seq_len {s} ({TIMED} x {label})" + (f", tree {name}" if name else ""),
+                    "source": "measured", "model": model,
                     "hardware": hardware,
                     "device": device, "batch": int(b), "kv_len": int(s), "candidates": int(c),
                     "expected_tokens": tokens, "step_time_ar_s": t_ar["median"],
@@ -211,13 +243,13 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
                     "speedup": tokens / (t_md["median"] / t_ar["median"]),
                     "provenance": f"{how}; acceptance: {label}; {provenance_label(first)}", "acceptance": label,
                     "speedup_p10": tokens * t_ar["p10"] / t_md["p90"],
-                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"],
+                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"], "tree": name or f"greedy-{int(c)}",
                 })
     return pd.DataFrame(rows, columns=MEASURED_COLUMNS)
 
 
-def bands_agree(first: pd.DataFrame, second: pd.DataFrame, keys=("model", "device", "batch", "kv_len", "candidates",
-                                                                  "acceptance")) -> pd.DataFrame:
+def bands_agree(first: pd.DataFrame, second: pd.DataFrame,
+                keys=("model", "device", "batch", "kv_len", "candidates", "tree", "acceptance")) -> pd.DataFrame:
     """Two runs' measured speedups side by side, with ``agree``: their p10-p90 bands overlap."""
     keys = [k for k in keys if k in first.columns and k in second.columns]
     cols = keys + ["speedup", "speedup_p10", "speedup_p90"]

@@ -14,6 +14,7 @@ from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.decoding.tree import load_acceptance_table
 from medusa_roofline.models.source import instantiated_layers, model_dims
 from medusa_roofline.repro import settings
+from medusa_roofline.repro.tree_settings import query_tokens, tree_paths_param
 from medusa_roofline.results.render import KINDS, PAPER_ROLE
 
 # ---- the config, checked and resolved once ----------------------------------------------------
@@ -59,7 +60,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     hardware=r"[A-Za-z0-9._-]+",
     device=r"[A-Za-z0-9._-]+",
-    mode=r"ar|medusa-[0-9]+",
+    mode=r"ar|medusa-[0-9]+|tree-[A-Za-z0-9][A-Za-z0-9_.]*",
 
 
 # ---- target lists (rule all, archive) ---------------------------------------------------------
@@ -333,6 +334,15 @@ def figure_inputs(wildcards):
     return inputs
 
 
+def sweep_tree(wildcards):
+    """A tree-NAME sweep job's tree file (measure.trees), as its `tree` input; none for other modes."""
+    return (
+        {"tree": MEASURE.trees[wildcards.mode]}
+        if wildcards.mode in MEASURE.trees
+        else {}
+    )
+
+
 def acceptance_table(wildcards):
     """The table a model's trees come from: its measured one (rule acceptance), else measure.acceptance_table."""
     return ACCEPTANCE.table(wildcards.model) or MEASURE.acceptance_table
@@ -413,7 +423,7 @@ def model_mem_mb(wildcards, modes=None):
     source = MEASURE.models[wildcards.model]
     dims = SETTINGS.model_dims(source)
     modes = modes or MEASURE.modes
-    q_lens = [1 if m == "ar" else int(m.split("-")[1]) for m in modes]
+    q_lens = [query_tokens(m, MEASURE.trees) for m in modes]
     heads = (
         0 if modes == ["ar"] else len(load_acceptance_table(MEASURE.acceptance_table))
     )
@@ -440,7 +450,7 @@ def microbench_mem_mb(wildcards):
         model_dims(MICROBENCH.models[wildcards.model]),
         MICROBENCH.batch,
         MICROBENCH.kv_len,
-        [1] + MICROBENCH.candidates,
+        [query_tokens(m, MICROBENCH.trees) for m in MICROBENCH.modes],
         DTYPE_BYTES[MEASURE.dtype],
         MEASURE.device,
     )

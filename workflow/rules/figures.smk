@@ -91,6 +91,7 @@ rule figure_speedup:
             "batch": SPEEDUP.batch,
             "kv_len": SPEEDUP.kv_len,
             "max_candidates": SPEEDUP.max_candidates,
+            "trees": tree_paths_param(SPEEDUP.trees),
         },
         medusa_heads=STEP.medusa_heads,
         per_launch_s=PREDICT.per_launch_s,
@@ -133,6 +134,7 @@ rule figure_measured:
         model_display=lambda w: model_display_name(w.model),
         batch=kind_param("batch", SPEEDUP.measured_batch),
         medusa_heads=kind_param("medusa_heads", STEP.medusa_heads),
+        trees=kind_param("trees", tree_paths_param(MEASURE.trees)),
         plot=SETTINGS.plot,
     script:
         "../../scripts/figure.py"

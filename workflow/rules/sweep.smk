@@ -1,9 +1,10 @@
-"""Measured sweeps on the local device: one job per mode (ar, medusa-N), plus qk/pv micro-benchmarks."""
+"""Measured sweeps on the local device: one job per mode (ar, medusa-N, tree-NAME), plus qk/pv micro-benchmarks."""
 
 
 rule sweep:
     """Real decoding steps through the model on a KV cache, timed per op, for one mode."""
     input:
+        unpack(sweep_tree),
         spec="results/models/{model}/spec.json",
         acceptance=acceptance_table,
         code=script_code("sweep.py"),
@@ -41,6 +42,7 @@ rule microbench:
     input:
         model_config=model_config(MICROBENCH.models),
         acceptance=MEASURE.acceptance_table,
+        trees=list(MICROBENCH.trees.values()),
         code=script_code("microbench.py"),
     output:
         "results/microbench/{model}/{device}.csv",

@@ -43,8 +43,8 @@ def test_tiny_analytic_end_to_end(tmp_path, snakemake_run, tiny_analytic_config)
         ({"analytyc": {}}, "analytyc"),
     ],
 )
-def test_bad_config_stops_before_any_output(tmp_path, snakemake_run, patch, needle):
-    run = snakemake_run(tmp_path, patch)
+def test_bad_config_stops_before_any_output(tmp_path, snakemake_here, patch, needle):
+    run = snakemake_here(tmp_path, patch)
     assert run.returncode != 0
     assert needle in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()

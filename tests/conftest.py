@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,8 +87,7 @@ def snakemake_here():
     return run_snakemake_here
 
 
-@pytest.fixture
-def tiny_analytic_config():
+def tiny_analytic() -> dict:
     return {
         "analytic": {
             "models": ["tiny"],
@@ -101,13 +103,92 @@ def tiny_analytic_config():
     }
 
 
-@pytest.fixture
-def tiny_measured_config(tiny_analytic_config):
+def tiny_measured() -> dict:
     """Analytic + a minimal measured sweep of the tiny preset + a small micro-benchmark."""
     return dict(
-        tiny_analytic_config,
+        tiny_analytic(),
         measure={"models": ["tiny"], "device": "cpu", "candidates": [16], "batch": [1],
                  "kv_len": [64], "reps": 2, "warmup": 1},
         microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64],
                     "reps": 2, "warmup": 1},
     )
+
+
+SMALL_CEILINGS = {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128}
+
+
+@pytest.fixture
+def tiny_analytic_config():
+    return tiny_analytic()
+
+
+@pytest.fixture
+def tiny_measured_config():
+    return tiny_measured()
+
+
+# ---- workflow runs shared by a test session -----------------------------------------------------
+# A full run costs a minute or more on 2 cores; tests that only read a run's outputs share one run
+# per session. A test that changes files copies the finished directory first (copy_run).
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    workdir: Path
+    config: dict
+    process: subprocess.CompletedProcess
+
+
+def finished_run(tmp_path_factory, name: str, config: dict) -> FinishedRun:
+    workdir = tmp_path_factory.mktemp(name)
+    run = run_snakemake(workdir, config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return FinishedRun(workdir, copy.deepcopy(config), run)
+
+
+def copy_run(run: FinishedRun, dest: Path) -> Path:
+    """A private copy of a finished run's directory, modification times kept (Snakemake plans from them)."""
+    shutil.copytree(run.workdir, dest, symlinks=True, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_measured_run(tmp_path_factory) -> FinishedRun:
+    """The tiny analytic grid on two GPUs, a sweep of three modes (ar, medusa-16, medusa-32), the
+    micro-benchmark and the ceilings: every analytic, measured and speedup figure kind."""
+    config = tiny_measured()
+    config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
+    config["speedup"] = dict(config["speedup"], hardware=["a100-80gb-pcie", "a40"])
+    config["measure"] = dict(config["measure"], candidates=[16, 32])
+    config["ceilings"] = SMALL_CEILINGS
+    return finished_run(tmp_path_factory, "tiny-measured-run", config)
+
+
+@pytest.fixture(scope="session")
+def tiny_micro_run(tmp_path_factory) -> FinishedRun:
+    """The tiny analytic config plus the micro-benchmark and ceilings on the CPU (no model sweep)."""
+    config = dict(
+        tiny_analytic(),
+        measure={"models": [], "device": "cpu"},
+        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
+        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
+        run_name="tiny-test",
+    )
+    return finished_run(tmp_path_factory, "tiny-micro-run", config)
+
+
+def small_default() -> dict:
+    """The shipped config.yaml with its measuring sections made small (fewer points and repetitions, CPU)
+    and PNG figures only. Its analytic and speedup sections are the shipped ones: test_pinned_outputs pins
+    their bytes from this run, test_quiet_run checks that it prints no warning."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["measure"].update(device="cpu", candidates=[16], kv_len=[64], reps=2, warmup=1)
+    config["microbench"].update(candidates=[16], batch=[1], kv_len=[64], reps=2, warmup=1)
+    config["ceilings"].update(SMALL_CEILINGS)
+    config["plot"].update(formats=["png"])
+    return config
+
+
+@pytest.fixture(scope="session")
+def small_default_run(tmp_path_factory) -> FinishedRun:
+    return finished_run(tmp_path_factory, "small-default-run", small_default())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_run
 
 from medusa_roofline.analytic.hardware import load_table
 from medusa_roofline.analytic.table import analytic_table
@@ -87,10 +88,20 @@ def figure_jobs() -> list[tuple[str, dict, dict, str]]:
     ]
 
 
+_PACKED: dict[str, tuple] = {}
+"""`packed`'s value, built once per session: test_archive_integrity imports the fixture too, and a fixture
+imported into a second module is set up again there. No test changes these files: they copy first."""
+
+
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     """A working directory with every figure kind rendered (figure, points, recipe), and its archive."""
-    work = tmp_path_factory.mktemp("run")
+    if "run" not in _PACKED:
+        _PACKED["run"] = pack_every_kind(tmp_path_factory.mktemp("run"))
+    return _PACKED["run"]
+
+
+def pack_every_kind(work: Path) -> tuple[Path, Path, list[str]]:
     dims = model_dims("tiny")
     with contextlib.chdir(work):
         a100 = load_table(HARDWARE_TABLE)["a100-80gb-pcie"]
@@ -188,26 +199,14 @@ def test_member_names():
 # ------------------------------------------------------------------------------- real workflow
 
 
-def micro_config(tiny_analytic_config: dict) -> dict:
-    """The tiny analytic config plus the micro-benchmark on the CPU (no model sweep: fast)."""
-    return dict(
-        tiny_analytic_config,
-        measure={"models": [], "device": "cpu"},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
-        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
-        plot={"formats": ["svg"]},
-        run_name="tiny-test",
-    )
-
-
 @pytest.mark.workflow
-def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_config, capsys):
+def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_micro_run, capsys):
+    """A copy of the session's tiny run with the micro-benchmark (conftest.tiny_micro_run) is archived."""
     work, fresh = tmp_path / "work", tmp_path / "fresh"
-    work.mkdir()
+    copy_run(tiny_micro_run, work)
     fresh.mkdir()
-    config = micro_config(tiny_analytic_config)
-    run = snakemake_run(work, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+    config = tiny_micro_run.config
+    assert config["run_name"] == "tiny-test"
     assert not (work / "results/archive").exists()  # not part of `rule all`
     figures = sorted((work / "results/figures").rglob("*.svg"))
     assert len(figures) == 6  # qkpv_medusa, all_ops, mlp_spec, speedup + 2 measured (no sweep: no speedup_measured)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from conftest import copy_run
 
 
 @pytest.mark.workflow
-def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_analytic_config):
-    config = dict(
-        tiny_analytic_config,
-        measure={"models": [], "device": "cpu"},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
-        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
-    )
-    run = snakemake_run(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_micro_run):
+    """On a copy of the session's tiny run with the micro-benchmark (conftest.tiny_micro_run)."""
+    config = tiny_micro_run.config
+    assert config["plot"]["formats"] == ["png", "svg"] and config["measure"]["models"] == []
+    copy_run(tiny_micro_run, tmp_path)
     report = snakemake_run(tmp_path, config, "--report", "report.html")
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()

@@ -155,26 +155,14 @@ def copy_run(run: FinishedRun, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_measured_run(tmp_path_factory) -> FinishedRun:
     """The tiny analytic grid on two GPUs, a sweep of three modes (ar, medusa-16, medusa-32), the
-    micro-benchmark and the ceilings: every analytic, measured and speedup figure kind."""
+    micro-benchmark and the ceilings: every analytic, measured and speedup figure kind of a CPU run."""
     config = tiny_measured()
     config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
     config["speedup"] = dict(config["speedup"], hardware=["a100-80gb-pcie", "a40"])
     config["measure"] = dict(config["measure"], candidates=[16, 32])
     config["ceilings"] = SMALL_CEILINGS
+    config["run_name"] = "tiny-test"
     return finished_run(tmp_path_factory, "tiny-measured-run", config)
-
-
-@pytest.fixture(scope="session")
-def tiny_micro_run(tmp_path_factory) -> FinishedRun:
-    """The tiny analytic config plus the micro-benchmark and ceilings on the CPU (no model sweep)."""
-    config = dict(
-        tiny_analytic(),
-        measure={"models": [], "device": "cpu"},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
-        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
-        run_name="tiny-test",
-    )
-    return finished_run(tmp_path_factory, "tiny-micro-run", config)
 
 
 def small_default() -> dict:

@@ -151,6 +151,7 @@ def test_archive_holds_results_config_files_provenance_and_manifest(packed):
     assert any(p.startswith("pandas==") for p in prov["packages"])
 
 
+@pytest.mark.slow
 def test_regenerate_from_the_tarball_alone(packed, tmp_path):
     _, tarball, _ = packed
     copy = tmp_path / "elsewhere.tar.gz"
@@ -200,16 +201,16 @@ def test_member_names():
 
 
 @pytest.mark.workflow
-def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_micro_run, capsys):
-    """A copy of the session's tiny run with the micro-benchmark (conftest.tiny_micro_run) is archived."""
+def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_measured_run, capsys):
+    """A copy of the session's tiny measured run (conftest.tiny_measured_run) is archived."""
     work, fresh = tmp_path / "work", tmp_path / "fresh"
-    copy_run(tiny_micro_run, work)
+    copy_run(tiny_measured_run, work)
     fresh.mkdir()
-    config = tiny_micro_run.config
+    config = tiny_measured_run.config
     assert config["run_name"] == "tiny-test"
     assert not (work / "results/archive").exists()  # not part of `rule all`
     figures = sorted((work / "results/figures").rglob("*.svg"))
-    assert len(figures) == 6  # qkpv_medusa, all_ops, mlp_spec, speedup + 2 measured (no sweep: no speedup_measured)
+    assert len(figures) == 4 * 2 + 3  # qkpv_medusa, all_ops, mlp_spec, speedup on 2 GPUs + 3 measured
     for fig in figures:
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
@@ -230,7 +231,7 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_micro_run, ca
         status = main(["regenerate", "run.tar.gz", "--out", "out"])
     out, err = capsys.readouterr()
     assert status == 0, out + err
-    assert "6 of 6 points CSVs byte-identical" in out and "manifest intact" in out
+    assert "11 of 11 points CSVs byte-identical" in out and "manifest intact" in out
     for csv in (work / "results/figures").rglob("*.csv"):
         rel = csv.relative_to(work)
         assert (fresh / "out" / rel).read_bytes() == csv.read_bytes(), rel

@@ -52,6 +52,7 @@ def _other_device(data: dict) -> None:
                          "sha256": checkpoint.content_digest(data["point"], data["rows"], produced_by)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper, reason", [
     (_times_x1000, "does not match its sha256"),
     (lambda data: data.pop("integrity"), "no integrity record"),

@@ -7,17 +7,17 @@ from conftest import copy_run
 
 
 @pytest.mark.workflow
-def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_micro_run):
-    """On a copy of the session's tiny run with the micro-benchmark (conftest.tiny_micro_run)."""
-    config = tiny_micro_run.config
-    assert config["plot"]["formats"] == ["png", "svg"] and config["measure"]["models"] == []
-    copy_run(tiny_micro_run, tmp_path)
+def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_measured_run):
+    """On a copy of the session's tiny measured run (conftest.tiny_measured_run)."""
+    config = tiny_measured_run.config
+    assert config["plot"]["formats"] == ["png", "svg"]
+    copy_run(tiny_measured_run, tmp_path)
     report = snakemake_run(tmp_path, config, "--report", "report.html")
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()
 
     figures = sorted(p for ext in ("png", "svg") for p in (tmp_path / "results/figures").rglob(f"*.{ext}"))
-    assert len(figures) == 2 * 6
+    assert len(figures) == 2 * (4 * 2 + 3)  # 4 kinds on 2 GPUs, 3 measured kinds; png and svg
     for fig in figures:
         assert str(fig.relative_to(tmp_path)) in html, fig
     # grouped by model (category) and hardware / device (subcategory)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_run
 
 from medusa_roofline.analytic.hardware import load_table
 from medusa_roofline.analytic.predict import datasheet_calibration, measured_calibration
@@ -97,10 +98,20 @@ def figure_jobs() -> list[tuple[str, dict, dict, str]]:
     ]
 
 
+_PACKED: dict[str, tuple] = {}
+"""`packed`'s value, built once per session: test_archive_integrity imports the fixture too, and a fixture
+imported into a second module is set up again there. No test changes these files: they copy first."""
+
+
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     """A working directory with every figure kind rendered (figure, points, recipe), and its archive."""
-    work = tmp_path_factory.mktemp("run")
+    if "run" not in _PACKED:
+        _PACKED["run"] = pack_every_kind(tmp_path_factory.mktemp("run"))
+    return _PACKED["run"]
+
+
+def pack_every_kind(work: Path) -> tuple[Path, Path, list[str]]:
     dims = model_dims("tiny")
     with contextlib.chdir(work):
         a100 = load_table(HARDWARE_TABLE)["a100-80gb-pcie"]
@@ -157,6 +168,7 @@ def test_archive_holds_results_config_files_provenance_and_manifest(packed):
     assert any(p.startswith("pandas==") for p in prov["packages"])
 
 
+@pytest.mark.slow
 def test_regenerate_from_the_tarball_alone(packed, tmp_path):
     _, tarball, _ = packed
     copy = tmp_path / "elsewhere.tar.gz"
@@ -205,30 +217,18 @@ def test_member_names():
 # ------------------------------------------------------------------------------- real workflow
 
 
-def micro_config(tiny_analytic_config: dict) -> dict:
-    """The tiny analytic config plus the micro-benchmark on the CPU (no model sweep: fast)."""
-    return dict(
-        tiny_analytic_config,
-        measure={"models": [], "device": "cpu"},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
-        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
-        plot={"formats": ["svg"]},
-        run_name="tiny-test",
-    )
-
-
 @pytest.mark.workflow
-def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_config, capsys):
+def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_measured_run, capsys):
+    """A copy of the session's tiny measured run (conftest.tiny_measured_run) is archived."""
     work, fresh = tmp_path / "work", tmp_path / "fresh"
-    work.mkdir()
+    copy_run(tiny_measured_run, work)
     fresh.mkdir()
-    config = micro_config(tiny_analytic_config)
-    run = snakemake_run(work, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+    config = tiny_measured_run.config
+    assert config["run_name"] == "tiny-test"
     assert not (work / "results/archive").exists()  # not part of `rule all`
     figures = sorted((work / "results/figures").rglob("*.svg"))
-    # qkpv_medusa, all_ops, mlp_spec, speedup, best_tree + 3 measured (no sweep: no speedup_measured)
-    assert len(figures) == 8
+    # qkpv_medusa, all_ops, mlp_spec, speedup on 2 GPUs; 4 measured kinds (+ prediction); best_tree (every GPU)
+    assert len(figures) == 4 * 2 + 4 + 1
     for fig in figures:
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
@@ -251,7 +251,7 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_analytic_conf
         status = main(["regenerate", "run.tar.gz", "--out", "out"])
     out, err = capsys.readouterr()
     assert status == 0, out + err
-    assert "8 of 8 points CSVs byte-identical" in out and "manifest intact" in out
+    assert "13 of 13 points CSVs byte-identical" in out and "manifest intact" in out
     for csv in (work / "results/figures").rglob("*.csv"):
         rel = csv.relative_to(work)
         assert (fresh / "out" / rel).read_bytes() == csv.read_bytes(), rel

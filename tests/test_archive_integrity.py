@@ -215,6 +215,7 @@ def test_unsafe_or_unlisted_members_are_refused_by_name(packed, tmp_path, capsys
 # ------------------------------------------------------------------------- what still works
 
 
+@pytest.mark.slow
 def test_a_tar_made_archive_with_dot_prefixes_and_directories_still_regenerates(packed, tmp_path, capsys):  # noqa: F811
     _, tarball, _ = packed
     root = unpack_plain(tarball, tmp_path / "unpacked")
@@ -226,6 +227,7 @@ def test_a_tar_made_archive_with_dot_prefixes_and_directories_still_regenerates(
     assert "manifest intact" in stdout
 
 
+@pytest.mark.slow
 def test_regenerated_but_different_exits_1(packed, tmp_path, capsys):  # noqa: F811
     """A self-consistent archive (manifest recomputed) whose points do not follow from its recipe."""
     _, tarball, _ = packed
@@ -238,6 +240,7 @@ def test_regenerated_but_different_exits_1(packed, tmp_path, capsys):  # noqa: F
     assert (root / f"{QKPV}.csv").read_text() != (tmp_path / "out" / f"{QKPV}.csv").read_text()
 
 
+@pytest.mark.slow
 def test_out_inside_the_archive_directory_is_compared_with_the_manifest_not_itself(packed, tmp_path, capsys):  # noqa: F811
     _, tarball, _ = packed
     root = unpack_plain(tarball, tmp_path / "unpacked")

@@ -214,10 +214,10 @@ CASES = [
 
 @pytest.mark.workflow
 @pytest.mark.parametrize("name,patch,dry,needles", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_stops_before_any_output(tmp_path, monkeypatch, snakemake_run, tiny_analytic_config,
+def test_bad_input_stops_before_any_output(tmp_path, monkeypatch, snakemake_here, tiny_analytic_config,
                                            name, patch, dry, needles):
     config = merge(tiny_analytic_config, patch(tmp_path, monkeypatch))
-    run = snakemake_run(tmp_path, config, *(["-n"] if dry else []))
+    run = snakemake_here(tmp_path, config, *(["-n"] if dry else []))
     out = run.stdout + run.stderr
     assert run.returncode != 0, out[-2000:]
     for needle in needles:
@@ -226,10 +226,10 @@ def test_bad_input_stops_before_any_output(tmp_path, monkeypatch, snakemake_run,
 
 
 @pytest.mark.workflow
-def test_malformed_config_yaml_stops(tmp_path, snakemake_run):
+def test_malformed_config_yaml_stops(tmp_path, snakemake_here):
     bad = tmp_path / "bad.yaml"
     bad.write_text("analytic: {models: [tiny\nmeasure: : :\n")
-    run = snakemake_run(tmp_path, None, "--configfile", str(bad))
+    run = snakemake_here(tmp_path, None, "--configfile", str(bad))
     out = run.stdout + run.stderr
     assert run.returncode != 0
     # Snakemake parses --configfile before the Snakefile runs; its message does not name the file.

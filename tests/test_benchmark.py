@@ -24,6 +24,7 @@ def harness():
     return module
 
 
+@pytest.mark.slow
 def test_quick_run_on_cpu_writes_table_summary_and_overhead(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, str(HARNESS), "--quick", "--device", "cpu", "--out", str(out)],
@@ -73,6 +74,7 @@ def test_empty_region_and_flush_buffer_outside_inference_mode():
     assert 0 <= e["p10"] <= e["median"] <= e["p90"] < 1e-3 and e["reps"] == 20
 
 
+@pytest.mark.slow
 def test_a_failing_backend_is_reported_and_the_others_still_run(harness, tmp_path, monkeypatch, capsys):
     from medusa_roofline.measure import attention
 

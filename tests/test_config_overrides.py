@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, run_snakemake_here
 
 from medusa_roofline.repro.overrides import retype, type_overrides
 
@@ -53,7 +53,7 @@ def test_typed_overrides_replace_only_the_given_keys():
     ('measure={"batch": [0]}', False, "On instance['measure']['batch'][0]"),
 ])
 def test_nested_config_on_the_command_line(tmp_path, override, ok, expected):
-    run = run_snakemake(tmp_path, None, "-n", "--configfile", str(REPO / "config" / "config.yaml"),
+    run = run_snakemake_here(tmp_path, None, "-n", "--configfile", str(REPO / "config" / "config.yaml"),
                         "--config", override)
     assert (run.returncode == 0) == ok, run.stderr[-3000:]
     assert expected in run.stdout + run.stderr

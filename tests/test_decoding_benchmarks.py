@@ -26,6 +26,7 @@ def test_build_time_reports_parts_and_target(capsys):
     assert "vs target 8 s: " in out and "peak host RSS" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict", [False, True])
 def test_step_closure_reports_every_point_and_mode(capsys, tmp_path, strict):
     out_csv = tmp_path / "closure.csv"

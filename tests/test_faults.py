@@ -35,6 +35,7 @@ KEY = ["model", "mode", "phase", "op", "scope", "calls", "candidates", "batch", 
 # ------------------------------------------------------------------------------------------ OOM
 
 
+@pytest.mark.slow
 def test_sweep_oom_at_one_point_is_recorded_and_the_sweep_goes_on(monkeypatch):
     original = sweep.measure_point
 
@@ -126,6 +127,7 @@ def _die_after(monkeypatch, n):
     return calls
 
 
+@pytest.mark.slow
 def test_sweep_resumes_from_checkpointed_points(tmp_path, monkeypatch, caplog):
     ckpt = tmp_path / "results" / ".checkpoints" / "measured" / "tiny" / "cpu" / "medusa-4"
     calls = _die_after(monkeypatch, 2)

@@ -255,6 +255,7 @@ def check_figure(kind: str, fig, points: pd.DataFrame) -> None:
             assert not overlap.any(), f"{kind}: label {label.get_text()!r} overlaps an arrow"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(render.KINDS))
 def test_every_series_is_visible_and_every_roof_inside(kind, inputs, tmp_path):
     kind_inputs, params = job(kind, inputs)

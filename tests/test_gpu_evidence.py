@@ -55,6 +55,7 @@ def test_dry_run_writes_every_part(tmp_path):
     assert "=== [8/8] report" in run.stdout  # progress is printed
 
 
+@pytest.mark.slow
 def test_a_failing_part_leaves_the_others_and_sets_its_bit(tmp_path):
     """A GPU run on a machine without one: env fails (bit 1), the report still runs and names it; a rerun
     into the same folder whose budget is spent skips ceilings (bit 2) and still writes the report."""

@@ -52,6 +52,7 @@ def _other_device(data: dict) -> None:
                          "sha256": checkpoint.content_digest(data["point"], data["rows"], produced_by)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper, reason", [
     (_times_x1000, "does not match its sha256"),
     (lambda data: data.pop("integrity"), "no integrity record"),
@@ -218,7 +219,8 @@ def test_speedup_acceptance_table_is_checked_with_the_config(tmp_path):
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp_path, snakemake_run,
-                                                                              tiny_analytic_config, saved_tiny):
+                                                                              snakemake_here, tiny_analytic_config,
+                                                                              saved_tiny):
     from transformers import AutoConfig, LlamaForCausalLM
 
     from medusa_roofline.core.io import sha256_file
@@ -234,14 +236,14 @@ def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp
     assert run.returncode == 0, run.stderr[-3000:]
     spec = json.loads((work / target).read_text())
     assert spec["sha256"]["model.safetensors"] == sha256_file(ckpt / "model.safetensors")
-    again = snakemake_run(work, config, "-n", "--", target)
+    again = snakemake_here(work, config, "-n", "--", target)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     torch.manual_seed(2)  # other weights, same shapes: what "replace the weights" means
     LlamaForCausalLM(AutoConfig.from_pretrained(models.PRESET_DIR / "tiny")).save_pretrained(ckpt)
-    dry = snakemake_run(work, config, "-n", "--", target)
+    dry = snakemake_here(work, config, "-n", "--", target)
     assert "load_model" in dry.stdout + dry.stderr and "Nothing to be done" not in dry.stdout + dry.stderr
-    sweep_dry = snakemake_run(work, config, "-n", "--", "results/measured/tiny-ckpt/cpu/ar.csv")
+    sweep_dry = snakemake_here(work, config, "-n", "--", "results/measured/tiny-ckpt/cpu/ar.csv")
     assert "load_model" in sweep_dry.stdout + sweep_dry.stderr
     run = snakemake_run(work, config, "--", target)
     assert run.returncode == 0, run.stderr[-3000:]

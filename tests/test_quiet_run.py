@@ -1,9 +1,9 @@
 """A first run on the shipped defaults prints no warning: warnings are kept for what a user should act on.
 
-The run is the default config made small (fewer grid points and repetitions), keeping every situation
-the defaults create on a laptop: a CPU, which has no datasheet entry (described once, as information);
-speedup.batch 4 (the paper's) while the sweep measures batch 1 and 2; the paper layer on the A100 PCIe
-qk/pv chart.
+The run is the default config with its measurements made small (conftest.small_default_run, shared
+with test_pinned_outputs), keeping every situation the defaults create on a laptop: a CPU, which has no
+datasheet entry (described once, as information); speedup.batch 4 (the paper's) while the sweep
+measures batch 1 and 2; the paper layer on the A100 PCIe qk/pv chart.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO
 
 WARNING = re.compile(r"warn", re.IGNORECASE)
 TIMING_DEPENDENT = re.compile(r"sanity flags on \d+ row")
@@ -21,26 +21,13 @@ machine's caches and load while the ceilings and the sweep are timed, not on the
 measurement owns that warning (results/metrics.py); this test is about the config's own situations."""
 
 
-def small_default_config() -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["analytic"].update(hardware=["a100-80gb-pcie"], candidates=[16, 32], batch=[1, 2], kv_len=[128, 256])
-    config["measure"].update(device="cpu", candidates=[16], kv_len=[64], reps=2, warmup=1)
-    config["microbench"].update(candidates=[16], batch=[1], kv_len=[64], reps=2, warmup=1)
-    config["ceilings"].update(reps=2, warmup=1, cpu_copy_mib=8, cpu_matmul_n=128)
-    config["speedup"].update(kv_len=[128], max_candidates=16)
-    config["plot"].update(formats=["png"])
-    return config
-
-
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_the_default_run_prints_no_warning(tmp_path):
-    config = small_default_config()
+def test_the_default_run_prints_no_warning(small_default_run):
+    config, run, tmp_path = small_default_run.config, small_default_run.process, small_default_run.workdir
     defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert config["measure"]["batch"] == defaults["measure"]["batch"] and config["speedup"]["batch"] == 4
     assert config["measure"]["device"] == "cpu" and config["plot"]["paper_overlay"]["analytic"]
-    run = run_snakemake(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-3000:]
     lines = (run.stdout + run.stderr).splitlines()
     warnings = [ln for ln in lines if WARNING.search(ln) and not TIMING_DEPENDENT.search(ln)]
     assert not warnings, "\n".join(warnings)

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from conftest import copy_run
 
 
 @pytest.mark.workflow
-def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_analytic_config):
-    config = dict(
-        tiny_analytic_config,
-        measure={"models": [], "device": "cpu"},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64], "reps": 2, "warmup": 1},
-        ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 4, "cpu_matmul_n": 128},
-    )
-    run = snakemake_run(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_measured_run):
+    """On a copy of the session's tiny measured run (conftest.tiny_measured_run)."""
+    config = tiny_measured_run.config
+    assert config["plot"]["formats"] == ["png", "svg"]
+    copy_run(tiny_measured_run, tmp_path)
     report = snakemake_run(tmp_path, config, "--report", "report.html")
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()
 
     figures = sorted(p for ext in ("png", "svg") for p in (tmp_path / "results/figures").rglob(f"*.{ext}"))
-    assert len(figures) == 2 * 8  # + prediction (measured) and best_tree (every GPU)
+    # 4 kinds on 2 GPUs, 4 measured kinds (+ prediction), best_tree (every GPU); png and svg
+    assert len(figures) == 2 * (4 * 2 + 4 + 1)
     for fig in figures:
         assert str(fig.relative_to(tmp_path)) in html, fig
     # grouped by model (category) and hardware / device (subcategory)

@@ -54,9 +54,9 @@ def tiny_measured_config_module():
 
 
 def dry_run(workdir, config):
-    from conftest import run_snakemake
+    from conftest import run_snakemake_here
 
-    return planned_jobs(run_snakemake(workdir, config, "-n"))
+    return planned_jobs(run_snakemake_here(workdir, config, "-n"))
 
 
 @pytest.mark.workflow

@@ -145,6 +145,7 @@ def test_step_attends_over_the_cache_without_copying(tiny_model):
     step.reset()
 
 
+@pytest.mark.slow
 def test_sweep_ar_rows(monkeypatch):
     lengths = []
     original = DecodeStep.reset
@@ -194,6 +195,7 @@ def test_step_closure_by_hand():
     assert row["gap"] == pytest.approx(-0.3)
 
 
+@pytest.mark.slow
 def test_sweep_runs_an_explicit_tree():
     from medusa_roofline.decoding.tree import TREES_DIR
 

@@ -29,7 +29,8 @@ def test_bad_prompt_file_fails_the_acceptance_job_and_writes_nothing(tmp_path, s
 
 
 @pytest.mark.workflow
-def test_measured_acceptance_builds_the_trees_and_labels_the_speedup(tmp_path, snakemake_run, tiny_analytic_config):
+def test_measured_acceptance_builds_the_trees_and_labels_the_speedup(tmp_path, snakemake_run, snakemake_here,
+                                                                     tiny_analytic_config):
     config = merge(tiny_analytic_config, dict(tiny_acceptance(tmp_path), ceilings=SMALL_CEILINGS))
     target = "results/figures/tiny/cpu/speedup_measured.csv"
     run = snakemake_run(tmp_path, config, "--", target)
@@ -44,13 +45,13 @@ def test_measured_acceptance_builds_the_trees_and_labels_the_speedup(tmp_path, s
     recipe = json.loads((tmp_path / target.replace(".csv", ".recipe.json")).read_text())
     assert recipe["inputs"]["acceptance"] == "results/acceptance/tiny/acceptance.csv"
     assert recipe["inputs"]["generation"] == "results/acceptance/tiny/generation.csv"
-    again = snakemake_run(tmp_path, config, "-n", "--", target)
+    again = snakemake_here(tmp_path, config, "-n", "--", target)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_demo_config_runs_the_demo_through_the_workflow(tmp_path, snakemake_run):
+def test_demo_config_runs_the_demo_through_the_workflow(tmp_path, snakemake_run, snakemake_here):
     """config/demo.yaml with small training budgets: base, heads, acceptance, sweep, metrics, figures."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config = merge(demo, {"demo": {"base": {"steps": 10}, "heads": {"steps": 10}},
@@ -65,5 +66,5 @@ def test_demo_config_runs_the_demo_through_the_workflow(tmp_path, snakemake_run)
     assert set(speedup.loc[speedup["source"] == "measured", "acceptance"]) == {"measured table", "real generation"}
     spec = json.loads((results / "models/demo-llama/spec.json").read_text())
     assert spec["weights"] == "checkpoint"
-    again = snakemake_run(tmp_path, config, "-n")
+    again = snakemake_here(tmp_path, config, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,4 +1,5 @@
-"""The real workflow on a tiny analytic config, in a temporary directory."""
+"""The real workflow on a tiny analytic config, in a temporary directory: its analytic outputs (read
+from the session's shared tiny run, whose analytic grid is this config's) and bad configs."""
 
 import pandas as pd
 import pytest
@@ -7,9 +8,11 @@ from medusa_roofline.analytic.table import COLUMNS
 
 
 @pytest.mark.workflow
-def test_tiny_analytic_end_to_end(tmp_path, snakemake_run, tiny_analytic_config):
-    run = snakemake_run(tmp_path, tiny_analytic_config)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_tiny_analytic_end_to_end(tiny_measured_run, snakemake_here, tiny_analytic_config):
+    tmp_path = tiny_measured_run.workdir
+    assert tiny_measured_run.config["analytic"] == dict(tiny_analytic_config["analytic"],
+                                                        hardware=["a100-80gb-pcie", "a40"])
+    assert tiny_measured_run.config["plot"] == tiny_analytic_config["plot"]
     table = pd.read_csv(tmp_path / "results/analytic/tiny/a100-80gb-pcie.csv")
     assert list(table.columns) == COLUMNS
     assert len(table) == 11 * 2 * 2 * 4
@@ -24,7 +27,7 @@ def test_tiny_analytic_end_to_end(tmp_path, snakemake_run, tiny_analytic_config)
     svg = (fig_dir / "qkpv_medusa.svg").read_text()
     assert "Tiny Llama, A100 80GB PCIe" in svg and "1,935GB/s" in svg and "312 TFLOP/s" in svg
 
-    again = snakemake_run(tmp_path, tiny_analytic_config)
+    again = snakemake_here(tmp_path, tiny_measured_run.config, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -43,8 +46,8 @@ def test_tiny_analytic_end_to_end(tmp_path, snakemake_run, tiny_analytic_config)
         ({"analytyc": {}}, "analytyc"),
     ],
 )
-def test_bad_config_stops_before_any_output(tmp_path, snakemake_run, patch, needle):
-    run = snakemake_run(tmp_path, patch)
+def test_bad_config_stops_before_any_output(tmp_path, snakemake_here, patch, needle):
+    run = snakemake_here(tmp_path, patch)
     assert run.returncode != 0
     assert needle in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()

@@ -1,5 +1,6 @@
 """The measured stages of the real workflow: load_model, one sweep job per mode, microbench; and no
-measuring job sharing the machine with any other job of its run."""
+measuring job sharing the machine with any other job of its run. All read one shared run
+(conftest.tiny_measured_run)."""
 
 import json
 import re
@@ -14,9 +15,8 @@ REQUIRED = ["model", "device", "mode", "phase", "op", "candidates", "batch", "kv
 
 
 @pytest.mark.workflow
-def test_tiny_measured_end_to_end(tmp_path, snakemake_run, tiny_measured_config):
-    run = snakemake_run(tmp_path, tiny_measured_config)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_tiny_measured_end_to_end(tiny_measured_run):
+    tmp_path = tiny_measured_run.workdir
     spec = json.loads((tmp_path / "results/models/tiny/spec.json").read_text())
     assert spec["source"] == "preset" and spec["layers_instantiated"] == 2
     assert spec["parameters"] > 0 and "config.json" in spec["sha256"]
@@ -31,14 +31,10 @@ def test_tiny_measured_end_to_end(tmp_path, snakemake_run, tiny_measured_config)
 
 
 @pytest.mark.workflow
-def test_every_figure_for_every_model_and_hardware(tmp_path, snakemake_run, tiny_measured_config):
+def test_every_figure_for_every_model_and_hardware(tiny_measured_run):
     """A figure (with its points CSV and recipe) exists for every configured pair; no row lost."""
-    config = dict(tiny_measured_config)
-    config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
-    config["speedup"] = dict(config["speedup"], hardware=["a100-80gb-pcie", "a40"])
-    config["ceilings"] = {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128}
-    run = snakemake_run(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+    tmp_path, config = tiny_measured_run.workdir, tiny_measured_run.config
+    assert config["analytic"]["hardware"] == config["speedup"]["hardware"] == ["a100-80gb-pcie", "a40"]
     figures = tmp_path / "results/figures/tiny"
     for hardware in ("a100-80gb-pcie", "a40"):
         for kind in ("qkpv_medusa", "all_ops", "mlp_spec", "speedup"):
@@ -48,7 +44,14 @@ def test_every_figure_for_every_model_and_hardware(tmp_path, snakemake_run, tiny
         assert (figures / "cpu" / f"{kind}.csv").stat().st_size > 0, kind
     assert (figures / "all-gpus" / "best_tree.png").stat().st_size > 0
     prediction = pd.read_csv(tmp_path / "results/prediction/tiny/cpu.csv")
-    assert (prediction["op"] == "step").sum() == 2 and set(prediction["calibration"]) == {"measured"}
+    m = config["measure"]
+    steps = (1 + len(m["candidates"]) + len(m["trees"])) * len(m["batch"]) * len(m["kv_len"])  # per mode and point
+    assert (prediction["op"] == "step").sum() == steps and set(prediction["calibration"]) == {"measured"}
+    # a tree file's mode: measured as its own sweep job, a star of its own with its own expected tokens
+    assert (tmp_path / "results/measured/tiny/cpu/tree-mc_sim_7b_63.csv").is_file()
+    speedup = pd.read_csv(figures / "cpu" / "speedup_measured.csv")
+    mine = speedup[speedup["tree"] == "mc_sim_7b_63"]
+    assert len(mine) and set(mine["candidates"]) == {64} and mine["series"].str.endswith(", tree mc_sim_7b_63").all()
     summary = pd.read_csv(tmp_path / "results/prediction/tiny/cpu_summary.csv")
     assert "step" in set(summary["op_family"])
     best = pd.read_csv(tmp_path / "results/best_tree/tiny.csv")
@@ -94,18 +97,16 @@ def test_the_overlap_check_finds_overlaps():
 
 
 @pytest.mark.workflow
-def test_measuring_jobs_run_alone(tmp_path, snakemake_run, tiny_measured_config):
+def test_measuring_jobs_run_alone(tiny_measured_run):
     """A real run on 2 cores: every ceilings/sweep/microbench job ran with no other job of the run beside
     it (from the run's own logs), all with the same recorded timing thread count."""
-    config = dict(tiny_measured_config, ceilings={"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128})
-    config["measure"] = dict(config["measure"], candidates=[16, 32])
-    run = snakemake_run(tmp_path, config)
-    assert run.returncode == 0, run.stderr[-3000:]
+    tmp_path, run = tiny_measured_run.workdir, tiny_measured_run.process
+    assert tiny_measured_run.config["measure"]["candidates"] == [16, 32]
     jobs = job_intervals(tmp_path)
     done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", run.stderr)
     assert done and len(jobs) == int(done[-1][0]) - 1, (len(jobs), done)  # every job but `all` logged
     assert sorted(rule for rule, *_ in jobs if rule in MEASURING_RULES) == [
-        "ceilings", "microbench", "sweep", "sweep", "sweep"]
+        "ceilings", "microbench", "sweep", "sweep", "sweep", "sweep"]  # ar, medusa-16, medusa-32, tree-mc_sim_7b_63
     assert overlaps(jobs) == []
     ceilings = json.loads((tmp_path / "results/ceilings/cpu.json").read_text())
     threads = {ceilings["threads"]}

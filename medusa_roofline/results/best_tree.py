@@ -28,9 +28,15 @@ import numpy as np
 import pandas as pd
 
 from ..analytic.hardware import Hardware
-from ..analytic.predict import DATASHEET_PER_LAUNCH_S, Calibration, datasheet_calibration, measured_calibration
+from ..analytic.predict import (
+    DATASHEET_PER_LAUNCH_S,
+    Calibration,
+    datasheet_calibration,
+    measured_calibration,
+)
 from ..core.dtypes import DTYPE_BYTES
 from ..decoding.tree import Tree, expected_accept_length
+from ..measure.grid import TREE_PREFIX
 from ..models.source import ModelDims
 from .speedup import expected_tokens, measured_speedup, step_times
 
@@ -110,7 +116,11 @@ def best_tree_tables(model: str, dims: ModelDims, table, hardware: list[Hardware
 def best_measured_tree(measured: pd.DataFrame, table, model_layers: int, reference: Tree, hardware: str,
                        display_name: str, medusa_heads: str = "tree") -> pd.DataFrame:
     """The best of the swept tree sizes (and plain decoding) per (batch, kv_len), from measured step times
-    (:func:`~.speedup.measured_speedup`, scaled to the model's depth)."""
+    (:func:`~.speedup.measured_speedup`, scaled to the model's depth). Only the greedy sizes compete
+    (``ar``, ``medusa-N``): a tree file's own mode (``tree-NAME``, ``measure.trees``) is one tree, not a size,
+    and its measured speedup is on the measured speedup chart."""
+    if "mode" in measured.columns:
+        measured = measured[~measured["mode"].astype(str).str.startswith(TREE_PREFIX)]
     speed = measured_speedup(measured, table, model_layers, hardware=hardware)
     rows = []
     for (model, device, b, s), grp in speed.groupby(["model", "device", "batch", "kv_len"], sort=True):

@@ -138,6 +138,7 @@ def pack_every_kind(work: Path) -> tuple[Path, Path, list[str]]:
     return work, tarball, results
 
 
+@pytest.mark.slow  # packs a run's figures (seconds)
 def test_every_kind_has_a_recipe_with_relative_inputs(packed):
     work, _, results = packed
     recipes = [p for p in results if p.endswith(render.RECIPE_SUFFIX)]
@@ -153,6 +154,7 @@ def test_every_kind_has_a_recipe_with_relative_inputs(packed):
     assert speedup["inputs"]["model_config"] == TINY_CONFIG.as_posix()  # outside the workdir: absolute
 
 
+@pytest.mark.slow  # packs a run's figures (seconds)
 def test_archive_holds_results_config_files_provenance_and_manifest(packed):
     work, tarball, results = packed
     with tarfile.open(tarball) as tar:
@@ -183,6 +185,7 @@ def test_regenerate_from_the_tarball_alone(packed, tmp_path):
         assert all(Path(p).is_file() for p in fig["written"])
 
 
+@pytest.mark.slow  # packs a run's figures (seconds)
 def test_tampered_files_are_reported_and_nothing_is_written(packed, tmp_path, capsys):
     _, tarball, _ = packed
     root = archive.unpack(tarball, tmp_path / "unpacked")
@@ -198,6 +201,7 @@ def test_tampered_files_are_reported_and_nothing_is_written(packed, tmp_path, ca
     assert "nothing was written" in err and not out and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # packs a run's figures (seconds)
 def test_archive_refuses_a_recipe_input_it_would_not_hold(packed, tmp_path):
     work, _, results = packed
     with contextlib.chdir(work), pytest.raises(ConfigError, match="config.json"):

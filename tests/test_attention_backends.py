@@ -178,6 +178,7 @@ def backend_rows():
                           attention_backends=["eager", "sdpa", "flex"], flex_compile=False)
 
 
+@pytest.mark.slow  # a micro-benchmark run of three backends (seconds)
 def test_microbench_rows_per_backend(backend_rows):
     df = backend_rows
     assert list(df.columns) == COLUMNS
@@ -239,6 +240,7 @@ def metrics_with_backends(rows: pd.DataFrame) -> pd.DataFrame:
     return compute_metrics(rows, {"tiny": model_dims("tiny")}, CEILINGS, None)
 
 
+@pytest.mark.slow  # a micro-benchmark run of three backends (seconds)
 def test_qkpv_backends_points_are_what_is_drawn(backend_rows):
     metrics = metrics_with_backends(backend_rows)
     fig, points = figures.qkpv_backends(metrics, CEILINGS, None, "t")
@@ -263,6 +265,7 @@ def test_qkpv_backends_points_are_what_is_drawn(backend_rows):
     plt.close(fig)
 
 
+@pytest.mark.slow  # a micro-benchmark run of three backends (seconds)
 def test_qkpv_backends_regenerates_from_an_archive(backend_rows, tmp_path):
     work = tmp_path / "run"
     work.mkdir()

@@ -92,6 +92,7 @@ def test_a_failing_backend_is_reported_and_the_others_still_run(harness, tmp_pat
     assert "## Backends that failed" in (tmp_path / "qkpv_harness.md").read_text()
 
 
+@pytest.mark.slow  # runs a benchmark twice (seconds)
 def test_repeatability_compares_two_runs(tmp_path):
     import json
 

@@ -59,6 +59,7 @@ def loaded_modules() -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+@pytest.mark.slow  # probes every script's imports in a fresh interpreter (tens of seconds)
 def test_derived_code_inputs_cover_every_module_the_script_loads(script, loaded_modules):
     derived = set(codedeps.module_closure(script))
     assert "medusa_roofline" in loaded_modules[script.name]  # the probe saw the script's imports

@@ -19,6 +19,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow  # runs the build benchmark (seconds)
 def test_build_time_reports_parts_and_target(capsys):
     assert load("build_time").main(["--model", "tiny", "--repeats", "2", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out

@@ -225,6 +225,7 @@ def test_microbench_cuda_graph_replays(fake_cuda):
     assert ((df["time_s_median"] > 2e-3 * 0.9) & (df["time_s_median"] < 2e-3 * 25)).all()
 
 
+@pytest.mark.slow  # a sweep end to end (seconds)
 def test_sweep_on_cuda_end_to_end(fake_cuda):
     df = run_sweep("tiny", "medusa-16", [1], [32], device="cuda", layers=1, reps=2, warmup=1, progress=False,
                    flush_l2="write+read")
@@ -239,6 +240,7 @@ def test_sweep_on_cuda_end_to_end(fake_cuda):
     assert len(step_closure(df)) == 1
 
 
+@pytest.mark.slow  # a sweep end to end (seconds)
 def test_sweep_on_cuda_alternates_flushed_plain_and_instrumented_rounds(fake_cuda, monkeypatch):
     """Per round one plain step then one instrumented pass, each timed one after the named flush; then the floors."""
     log, real_flush, real_step = [], timing.flush_cache, DecodeStep.step

@@ -171,6 +171,7 @@ def test_sweep_ar_rows(monkeypatch):
     assert len(lengths) == 4 * 2 * (TINY["reps"] + TINY["warmup"])
 
 
+@pytest.mark.slow  # a sweep of the tiny model (seconds)
 def test_sweep_medusa_rows():
     df = run_sweep("tiny", "medusa-16", [2], [8], **TINY)
     assert set(df["op"]) == LAYER_OPS | MODEL_OPS | {"medusa_heads", "remainder", "step"}
@@ -210,6 +211,7 @@ def test_sweep_runs_an_explicit_tree():
         run_sweep("tiny", "ar", [1], [8], tree=tree, **TINY)
 
 
+@pytest.mark.slow  # a sweep of the tiny model (seconds)
 def test_sweep_heads_on_the_accepted_token(monkeypatch):
     """step.medusa_heads = accepted: the heads see one position per sequence, and the rows say so."""
     from medusa_roofline.decoding.heads import MedusaHeads
@@ -227,6 +229,7 @@ def test_sweep_heads_on_the_accepted_token(monkeypatch):
     assert seen and set(seen) == {(2, 1, 64)}
 
 
+@pytest.mark.slow  # builds and times a model (seconds)
 def test_sweep_oom_by_memory_cap():
     dims = model_dims("tiny")
     small = estimate_working_set_bytes(dims, 2, 1, 8, 1, 4, flush_bytes=sweep_flush())
@@ -266,6 +269,7 @@ def test_sweep_guards_its_own_invariants(kwargs, key):
         run_sweep(**args)
 
 
+@pytest.mark.slow  # a sweep of the tiny model (seconds)
 def test_points_over_the_memory_cap_are_recorded_oom_without_running():
     df = run_sweep("tiny", "medusa-16", [1], [4096 - 16], max_memory_bytes=1, progress=False)
     assert (df["status"] == "oom").all()

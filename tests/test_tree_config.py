@@ -101,6 +101,7 @@ def test_tree_files_alone_are_a_sweep_grid():
         settings.resolve(config(measure={"trees": [], "candidates": []}), REPO)
 
 
+@pytest.mark.slow  # a sweep of a 64-node tree (seconds)
 def test_the_upstream_63_path_tree_is_a_64_candidate_point_of_the_sweep():
     rows = run_sweep("tiny", "tree-mc_sim_7b_63", [1], [16], layers=1, reps=1, warmup=0, progress=False,
                      tree=str(MC_SIM))

@@ -35,7 +35,8 @@ def test_defaults_resolve_to_what_the_jobs_run(monkeypatch):
     assert s.measure.dtype == "float32"  # auto on a CPU
     assert s.measure.modes == ["ar"] + [f"medusa-{n}" for n in DEFAULTS["measure"]["candidates"]]
     # Medusa's own 63-path tree: a point of its own on the simulated speedup chart
-    assert s.speedup.trees == {"tree-mc_sim_7b_63": str(REPO / "config" / "trees" / "mc_sim_7b_63.yaml")}
+    assert {mode: t.origin for mode, t in s.speedup.trees.items()} == {
+        "tree-mc_sim_7b_63": str(REPO / "config" / "trees" / "mc_sim_7b_63.yaml")}
     assert s.measure.acceptance_table == str(DEFAULT_ACCEPTANCE)
     assert s.speedup.acceptance_table == s.measure.acceptance_table
     assert s.ceilings.copy_bytes == DEFAULTS["ceilings"]["cpu_copy_mib"] << 20

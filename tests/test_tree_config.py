@@ -60,7 +60,8 @@ def test_tree_files_in_every_section_resolve_to_modes_and_params(tmp_path, monke
     s = settings.resolve(config(measure={"trees": [str(MC_SIM), small]}, microbench={"trees": [small]},
                                 speedup={"trees": [small]}), REPO)
     assert s.measure.modes[-2:] == ["tree-mc_sim_7b_63", "tree-small"]
-    assert s.microbench.modes[-1] == "tree-small" and s.speedup.trees == {"tree-small": small}
+    assert s.microbench.modes[-1] == "tree-small"
+    assert {mode: t.origin for mode, t in s.speedup.trees.items()} == {"tree-small": small}
     assert query_tokens("tree-mc_sim_7b_63", s.measure.trees) == 64 and query_tokens("tree-small", s.measure.trees) == 4
     assert query_tokens("medusa-16", s.measure.trees) == 16 and query_tokens("ar", {}) == 1
     assert tree_paths_param(s.microbench.trees) == {"small": [[0], [1], [0, 0]]}  # Medusa's order: by depth
@@ -127,7 +128,7 @@ def test_analytic_speedup_adds_a_tree_files_points_with_its_own_expected_tokens(
     cal = datasheet_calibration(load_table(HARDWARE_TABLE)["a100-80gb-pcie"])
     plain = analytic_speedup("llama-7b", model_dims("llama-7b"), table, cal, "float16", 4, [128, 1024], range(1, 65))
     both = analytic_speedup("llama-7b", model_dims("llama-7b"), table, cal, "float16", 4, [128, 1024], range(1, 65),
-                            trees=tree_paths_param({"tree-mc_sim_7b_63": str(MC_SIM)}))
+                            trees=tree_paths_param({"tree-mc_sim_7b_63": load_tree_file(MC_SIM)}))
     assert "tree" not in plain.columns  # the default chart's columns do not change without trees
     pd.testing.assert_frame_equal(both[both["tree"].str.startswith("greedy-")].drop(columns="tree")
                                   .reset_index(drop=True), plain)
@@ -155,7 +156,7 @@ def test_measured_speedup_of_a_tree_file_uses_that_trees_expected_tokens():
     table = load_acceptance_table(DEFAULT_ACCEPTANCE)
     rows = pd.DataFrame(step_rows("ar", 1, "", 1.0) + step_rows("medusa-64", 64, "greedy-64", 1.5)
                         + step_rows("tree-mc_sim_7b_63", 64, "mc_sim_7b_63", 1.5))
-    trees = tree_paths_param({"tree-mc_sim_7b_63": str(MC_SIM)})
+    trees = tree_paths_param({"tree-mc_sim_7b_63": load_tree_file(MC_SIM)})
     out = measured_speedup(rows, table, trees=trees).set_index("tree")
     assert set(out.index) == {"greedy-64", "mc_sim_7b_63"}
     mc = load_tree_file(MC_SIM)

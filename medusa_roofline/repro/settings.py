@@ -60,7 +60,7 @@ class Measure:
     acceptance_table: str
     max_memory_bytes: int | None
     threads: int = 1  # CPU threads every measuring job times with (ceilings, sweep, micro-benchmark)
-    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (measure.trees)
+    trees: dict[str, tree.Tree] = field(default_factory=dict)  # mode tree-NAME -> its tree (measure.trees)
 
     @property
     def modes(self) -> list[str]:
@@ -78,7 +78,7 @@ class Microbench:
     warmup: int
     attention_backends: list[str]
 
-    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (microbench.trees)
+    trees: dict[str, tree.Tree] = field(default_factory=dict)  # mode tree-NAME -> its tree (microbench.trees)
 
     @property
     def modes(self) -> list[str]:
@@ -102,7 +102,7 @@ class Speedup:
     max_candidates: int
     acceptance_table: str
     measured_batch: int  # of the measured figure: `batch` when the sweep measures it, else its largest batch
-    trees: dict[str, str] = field(default_factory=dict)  # mode tree-NAME -> tree file (speedup.trees)
+    trees: dict[str, tree.Tree] = field(default_factory=dict)  # mode tree-NAME -> its tree (speedup.trees)
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def resolve_measure(section: dict, acceptance: str, basedir: Path = Path(".")) -
             if layers is not None and not 1 <= layers <= dims.layers:
                 raise ConfigError(f"measure.layers: {layers} is outside 1..{dims.layers}, the decoder layers "
                                   f"model {name!r} has; use at most {dims.layers} (or null for all)")
-        nodes = [tree.load_tree_file(path).candidates for path in trees.values()]
+        nodes = [t.candidates for t in trees.values()]
         check_positions(section["kv_len"], "measure.kv_len", shapes, max(section["candidates"] + nodes))
         check_device_dtype(section)
     cap = section.get("max_memory_gb")

@@ -29,10 +29,11 @@ def check_tree_sizes(candidates: list[int], key: str, table_path: str, trees=Non
 
 
 def resolve_tree_files(paths, key: str, basedir: Path, num_heads: int | None = None, top_k: int | None = None,
-                       max_nodes: int | None = None) -> dict[str, str]:
-    """``{mode: file}`` (mode ``tree-NAME``, file resolved), every file read and its paths checked against
-    the bounds (``None`` skips one); an error names ``key[i]``, the file and the offending path."""
-    files: dict[str, str] = {}
+                       max_nodes: int | None = None) -> dict[str, tree.Tree]:
+    """``{mode: tree}`` (mode ``tree-NAME``; the tree's ``origin`` is its resolved file), every file read once
+    and its paths checked against the bounds (``None`` skips one); an error names ``key[i]``, the file and
+    the offending path."""
+    trees: dict[str, tree.Tree] = {}
     for i, value in enumerate(paths or []):
         where = f"{key}[{i}]"
         path = config_path(value, basedir, where)
@@ -41,11 +42,11 @@ def resolve_tree_files(paths, key: str, basedir: Path, num_heads: int | None = N
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         mode = tree_mode(chosen.name, where)
-        if mode in files:
-            raise ConfigError(f"{where}: a second tree named {chosen.name!r} ({path}; the first is {files[mode]}); "
-                              "tree names are file stems and must differ")
-        files[mode] = str(path)
-    return files
+        if mode in trees:
+            raise ConfigError(f"{where}: a second tree named {chosen.name!r} ({path}; the first is "
+                              f"{trees[mode].origin}); tree names are file stems and must differ")
+        trees[mode] = chosen
+    return trees
 
 
 def table_heads(acceptance_table: str) -> int:
@@ -53,17 +54,12 @@ def table_heads(acceptance_table: str) -> int:
     return int(tree.load_acceptance_table(acceptance_table).shape[0])
 
 
-def tree_paths_param(files: dict[str, str]) -> dict[str, list[list[int]]]:
-    """``{name: paths}`` of resolved tree files, for a figure's params: the recipe then holds the trees
+def tree_paths_param(trees: dict[str, tree.Tree]) -> dict[str, list[list[int]]]:
+    """``{name: paths}`` of resolved trees, for a figure's params: the recipe then holds the trees
     themselves, so an archive redraws without the files, and editing a file reruns the figure."""
-    out = {}
-    for path in files.values():
-        chosen = tree.load_tree_file(path)
-        out[chosen.name] = [list(p) for p in chosen.paths]
-    return out
+    return {t.name: [list(p) for p in t.paths] for t in trees.values()}
 
 
-def query_tokens(mode: str, files: dict[str, str]) -> int:
-    """Query tokens per step of a mode (``ar``, ``medusa-N``, or ``tree-NAME`` among ``files``)."""
-    nodes = {m.removeprefix("tree-"): tree.load_tree_file(path).candidates for m, path in files.items()}
-    return parse_mode(mode, trees=nodes).q_len
+def query_tokens(mode: str, trees: dict[str, tree.Tree]) -> int:
+    """Query tokens per step of a mode (``ar``, ``medusa-N``, or ``tree-NAME`` among ``trees``)."""
+    return parse_mode(mode, trees={t.name: t.candidates for t in trees.values()}).q_len

@@ -337,7 +337,7 @@ def figure_inputs(wildcards):
 def sweep_tree(wildcards):
     """A tree-NAME sweep job's tree file (measure.trees), as its `tree` input; none for other modes."""
     return (
-        {"tree": MEASURE.trees[wildcards.mode]}
+        {"tree": MEASURE.trees[wildcards.mode].origin}
         if wildcards.mode in MEASURE.trees
         else {}
     )

@@ -42,7 +42,7 @@ rule microbench:
     input:
         model_config=model_config(MICROBENCH.models),
         acceptance=MEASURE.acceptance_table,
-        trees=list(MICROBENCH.trees.values()),
+        trees=[t.origin for t in MICROBENCH.trees.values()],
         code=script_code("microbench.py"),
     output:
         "results/microbench/{model}/{device}.csv",

@@ -224,6 +224,20 @@ def check_paths(paths) -> list[Path_]:
 TREE_KEYS = ("paths", "source", "description")
 
 
+GREEDY_PREFIX = "greedy-"
+"""Name prefix of a tree built greedily from an acceptance table (``greedy-N``); a tree file's tree is named
+for its file's stem."""
+
+
+def greedy_name(n_candidates: int) -> str:
+    return f"{GREEDY_PREFIX}{int(n_candidates)}"
+
+
+def from_tree_file(name) -> bool:
+    """Whether a tree name (a ``tree`` column value) names a tree file's tree: not a greedy tree, not unnamed."""
+    return isinstance(name, str) and bool(name) and not name.startswith(GREEDY_PREFIX)
+
+
 @dataclass(frozen=True)
 class Tree:
     """A named tree: ``paths`` in canonical order; ``candidates`` counts the root too."""
@@ -290,7 +304,7 @@ def tree_paths_for(spec, table=None, num_heads: int | None = None, top_k: int | 
     if isinstance(spec, (int, np.integer)):
         if max_nodes is not None and spec > max_nodes:
             raise ConfigError(f"candidates: {spec} nodes exceed the {max_nodes} positions the model allows")
-        return Tree(name=f"greedy-{int(spec)}", paths=tuple(build_tree(table, int(spec))), origin="acceptance table")
+        return Tree(name=greedy_name(spec), paths=tuple(build_tree(table, int(spec))), origin="acceptance table")
     if isinstance(spec, Tree):
         validate_tree(spec.paths, f"tree {spec.name}", num_heads, top_k, max_nodes)
         return spec

@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 
 from ..analytic.costmodel import FUSED_ATTENTION_OP, MODEL_OPS, STEP_LAYER_OPS, STEP_MODEL_OPS
 from ..analytic.hardware import Hardware, measured_roofs
+from ..decoding.tree import from_tree_file
 from ..measure.backends import BACKENDS
 from . import roofline, style
 from .metrics import provenance_label
@@ -275,11 +276,6 @@ def measured_vs_analytic(metrics: pd.DataFrame, title: str, size=(6.0, 4.2), roo
 
 
 # ----------------------------------------------------------------------------------- speedup
-
-
-def from_tree_file(tree) -> bool:
-    """Whether a speedup row's ``tree`` names a tree file's tree (not a greedy tree, not unnamed)."""
-    return isinstance(tree, str) and bool(tree) and not tree.startswith("greedy-")
 
 
 def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4.2), markers_per_line: int = 8):

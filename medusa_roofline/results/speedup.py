@@ -56,7 +56,8 @@ from ..analytic.predict import Calibration, step_time
 from ..core.dtypes import DTYPE_BYTES
 from ..core.errors import ConfigError
 from ..core.io import sha256_file
-from ..decoding.tree import DEFAULT_ACCEPTANCE, Tree, expected_accept_length, tree_paths_for
+from ..decoding.tree import (DEFAULT_ACCEPTANCE, Tree, expected_accept_length, from_tree_file, greedy_name,
+                             tree_paths_for)
 from ..models.source import ModelDims
 from .metrics import provenance_label
 
@@ -121,7 +122,7 @@ def analytic_speedup(model: str, dims: ModelDims, table, cal: Calibration, dtype
     table = np.asarray(table, dtype=np.float64)
     num_heads = int(table.shape[0])
     e = DTYPE_BYTES[dtype]
-    specs = [(c, f"greedy-{c}", tokens) for c, tokens in expected_tokens(table, candidates).items()]
+    specs = [(c, greedy_name(c), tokens) for c, tokens in expected_tokens(table, candidates).items()]
     explicit = named_trees(trees, table)
     specs += [(t.candidates, t.name, expected_accept_length(table, list(t.paths))) for t in explicit]
     cands = sorted({c for c, _, _ in specs})
@@ -132,7 +133,7 @@ def analytic_speedup(model: str, dims: ModelDims, table, cal: Calibration, dtype
         for c, name, tokens in specs:
             t = by_size[c]
             rows.append({
-                "series": f"seq_len {s}" + ("" if name.startswith("greedy-") else f", tree {name}"),
+                "series": f"seq_len {s}" + (f", tree {name}" if from_tree_file(name) else ""),
                 "source": "analytic", "model": model, "hardware": hardware,
                 "device": device, "batch": batch, "kv_len": s, "candidates": c, "expected_tokens": tokens,
                 "step_time_ar_s": t_ar, "step_time_medusa_s": float(t), "latency_ratio": float(t) / t_ar,
@@ -217,9 +218,9 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
             continue
         t_ar, how_ar = _step_times(grp[grp["phase"] == "ar"], model_layers)
         medusa = grp[grp["phase"] == "medusa"]
-        names = medusa["tree"].fillna("").astype(str) if "tree" in medusa.columns else pd.Series("", medusa.index)
-        for (c, name), mgrp in medusa.groupby([medusa["candidates"], names.where(~names.str.startswith("greedy-"),
-                                                                                  "")], sort=True):
+        names = medusa["tree"] if "tree" in medusa.columns else pd.Series("", medusa.index)
+        file_tree = names.where(names.map(from_tree_file), "")  # "" for the greedy trees
+        for (c, name), mgrp in medusa.groupby([medusa["candidates"], file_tree], sort=True):
             if not (mgrp["op"] == "step").any():
                 continue
             if name and name not in explicit:
@@ -243,7 +244,7 @@ def measured_speedup(measured: pd.DataFrame, table, model_layers: int | None = N
                     "speedup": tokens / (t_md["median"] / t_ar["median"]),
                     "provenance": f"{how}; acceptance: {label}; {provenance_label(first)}", "acceptance": label,
                     "speedup_p10": tokens * t_ar["p10"] / t_md["p90"],
-                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"], "tree": name or f"greedy-{int(c)}",
+                    "speedup_p90": tokens * t_ar["p90"] / t_md["p10"], "tree": name or greedy_name(c),
                 })
     return pd.DataFrame(rows, columns=MEASURED_COLUMNS)
 

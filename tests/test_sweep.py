@@ -20,6 +20,8 @@ from medusa_roofline.measure.instrument import (
     attention_implementation,
     register_timed_attention,
     timed_attention_forward,
+    timed_linears,
+    timed_modules,
 )
 from medusa_roofline.measure.op_timer import OpTimer, activate
 from medusa_roofline.measure.step import DecodeStep
@@ -75,6 +77,40 @@ def test_timed_attention_without_timer_or_mask():
     q, k, v = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
     out, _ = timed_attention_forward(module, q, k, v, None, 0.3)
     torch.testing.assert_close(out, _eager(module, q, k, v, None, 0.3)[0])
+
+
+def test_timed_wrappers_time_each_module_and_leave_no_trace(tiny_model):
+    """The per-op pass wraps ``forward`` (cheaper than hooks): every Linear/norm/embedding op is timed once
+    per call, the outputs do not change, no hook is registered, and an earlier instance ``forward``
+    (another tool's wrapper) is put back on exit."""
+    ids = torch.tensor([[3, 5, 7]])
+    q_proj = tiny_model.model.layers[0].self_attn.q_proj
+    calls = []
+
+    def earlier(*args, **kwargs):
+        calls.append(1)
+        return type(q_proj).forward(q_proj, *args, **kwargs)
+
+    q_proj.forward = earlier
+    try:
+        with torch.inference_mode():
+            ref = tiny_model(ids).logits
+            timer = OpTimer("cpu")
+            with timed_linears(tiny_model), timed_modules(tiny_model), activate(timer):
+                assert not any(m._forward_hooks or m._forward_pre_hooks for m in tiny_model.modules())
+                timer.begin_rep()
+                got = tiny_model(ids).logits
+                timer.end_rep()
+            untimed = tiny_model(ids).logits
+        torch.testing.assert_close(got, ref)
+        torch.testing.assert_close(untimed, ref)
+        layers = tiny_model.config.num_hidden_layers
+        expected = {op: layers for op in LAYER_OPS - {"qk", "softmax", "pv"}} | {op: 1 for op in MODEL_OPS}
+        assert timer.counts() == expected
+        assert q_proj.forward is earlier and len(calls) == 3  # the earlier wrapper ran inside ours, then came back
+    finally:
+        del q_proj.forward
+    assert all("forward" not in m.__dict__ for m in tiny_model.modules())
 
 
 @pytest.mark.parametrize("mode", ["ar", "medusa-8"])

@@ -25,16 +25,17 @@ For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"t
 * **Cache restore.** After every repetition the cache length is set back to ``kv_len`` (nothing
   moves; the next step overwrites the same slots) after checking that the step left every layer at
   ``kv_len + q_len``, so every rep sees the same cache.
-* **Whole step** (op ``step``) is timed in its own pass with no hooks and no active timer, so
+* **Whole step** (op ``step``) is timed in its own pass with no wrappers and no active timer, so
   instrumentation cannot inflate it. It runs the same attention code as the per-op pass
   (:func:`timed_attention_forward`, the project's eager qk/softmax/pv), not Hugging Face's eager
   attention, so that the per-op rows describe the step that was timed.
-* **Per-op** timings come from a second pass: forward pre/post hooks on the ``nn.Linear``
-  modules ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, on the
-  RMSNorms (``input_norm``, ``post_attn_norm``, ``final_norm``) and the embedding (``embedding``),
-  an explicit interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv``
-  timed *inside* attention by :func:`timed_attention_forward`, registered with transformers'
-  ``AttentionInterface`` as ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per
+* **Per-op** timings come from a second pass: timed ``forward`` wrappers
+  (:class:`~.instrument.timed_linears`, cheaper than forward hooks) on the ``nn.Linear`` modules
+  ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, on the RMSNorms
+  (``input_norm``, ``post_attn_norm``, ``final_norm``) and the embedding (``embedding``), an explicit
+  interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv`` timed *inside*
+  attention by :func:`timed_attention_forward`, registered with transformers' ``AttentionInterface`` as
+  ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per
   decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
   of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
   reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
@@ -44,11 +45,11 @@ For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"t
   instrumentation's own cost. Per-op rows x ``calls`` + ``remainder`` therefore add up to the
   instrumented step; how close that comes to the uninstrumented ``step`` is checked by
   :func:`~.table.step_closure` (``benchmarks/step_closure.py``).
-* **Launch and hook overhead, recorded.** At small sizes a per-op interval is mostly the host
-  running the hooks and enqueueing the kernel (tens of microseconds against a few of kernel). Each
+* **Launch and wrapper overhead, recorded.** At small sizes a per-op interval is mostly the host
+  running the wrapper and enqueueing the kernel (tens of microseconds against a few of kernel). Each
   row keeps it beside the time instead of hiding it: ``host_s_median`` (CUDA: host seconds between
   the row's two marks; ``remainder``: the same difference as its device time, in host seconds) and
-  ``launch_floor_s`` (per-op rows and ``remainder``: a 1x1 ``nn.Linear`` through the same hooks and
+  ``launch_floor_s`` (per-op rows and ``remainder``: a 1x1 ``nn.Linear`` through the same wrapper and
   timer, :func:`~.instrument.hooked_floor`; ``step``: a one-element kernel through
   ``time_callable``), measured at every point after its timings. ``compiles`` stays empty (eager
   attention compiles nothing).
@@ -85,7 +86,7 @@ from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
-from .instrument import attention_implementation, hooked_floor, linear_hooks, module_hooks, register_timed_attention
+from .instrument import attention_implementation, hooked_floor, register_timed_attention, timed_linears, timed_modules
 from .op_timer import OpTimer, activate, maybe_op
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
@@ -112,12 +113,12 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
     """Time one point: the uninstrumented step and the per-op pass in alternating rounds, then the launch
     floors of both paths. Returns {op: Stats} plus ``_calls`` and ``_floors`` ({"step": s, "op": s}).
 
-    Each round runs the whole step once with no hooks and no active timer (``step``), then once
+    Each round runs the whole step once with no wrappers and no active timer (``step``), then once
     instrumented (op intervals, and one interval around the whole pass). Alternating keeps both
     passes under the same machine conditions, so their comparison is fair. Both run the same
     attention code (:func:`timed_attention_forward`, whose intervals record only while a timer is
     active), so the per-op rows plus ``remainder`` describe the step that was timed. ``remainder``
-    is, per round, the instrumented pass minus every op interval; what instrumentation adds (hooks,
+    is, per round, the instrumented pass minus every op interval; what instrumentation adds (wrappers,
     timer calls) lands there too, which is why the closure against ``step``
     (:func:`~.table.step_closure`) is a check and not an identity. Both timed passes of a round
     run after a cache flush of the mode ``flush_l2`` names (:func:`~.timing.flush_mode`).
@@ -142,8 +143,8 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
             else:
                 step.step()
                 step.reset()
-            # hooks only here: they would cost the plain step too
-            with linear_hooks(model), module_hooks(model), activate(timer):
+            # wrappers only here: they would cost the plain step too
+            with timed_linears(model), timed_modules(model), activate(timer):
                 # one call: untimed in a warm-up round (no rep open, nothing recorded), else one flushed rep
                 timer.run(instrumented, reps=int(timed), warmup=int(not timed), flush_l2=flush_l2, after=step.reset)
     threads = None if cuda else torch.get_num_threads()

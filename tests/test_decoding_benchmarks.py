@@ -1,4 +1,4 @@
-"""benchmarks/build_time.py and benchmarks/step_closure.py run end to end on small settings (their targets are
+"""benchmarks/build_time.py, benchmarks/step_closure.py and benchmarks/wrapper_overhead.py run end to end on small settings (their targets are
 reported by the scripts, never asserted here)."""
 
 from __future__ import annotations
@@ -40,3 +40,14 @@ def test_step_closure_reports_every_point_and_mode(capsys, tmp_path, strict):
     text = capsys.readouterr().out
     assert "per mode" in text and "target: median |gap| <= 10%" in text
     assert rc == (1 if strict and "MISSED" in text else 0)
+
+
+def test_wrapper_overhead_times_all_three_and_restores_threads(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    assert load("wrapper_overhead").main(["--calls", "20", "--rounds", "3"]) == 0
+    assert torch.get_num_threads() == threads
+    out = capsys.readouterr().out
+    for line in ("plain call", "forward wrapper", "forward hooks"):
+        assert line in out

@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def snakemake_args(workdir: Path, config: dict | None, args) -> list[str]:
-    """Snakemake's arguments for the repo's Snakefile, `config` written to `workdir` (--configfile last but `args`)."""
-    cmd = ["-s", str(REPO / "Snakefile"), "--cores", "2"]
+def snakemake_args(workdir: Path, config: dict | None, args, repo: Path = REPO) -> list[str]:
+    """Snakemake's arguments for the Snakefile of `repo` (this clone, or a :func:`repo_copy`), `config` written to
+    `workdir` (--configfile last but `args`)."""
+    cmd = ["-s", str(repo / "Snakefile"), "--cores", "2"]
     if config is not None:
         cfg = workdir / "test-config.yaml"
         cfg.write_text(yaml.safe_dump(config))
@@ -29,25 +30,27 @@ def snakemake_args(workdir: Path, config: dict | None, args) -> list[str]:
     return cmd + list(args)
 
 
-def run_snakemake(workdir: Path, config: dict | None = None, *args: str, timeout: int = 600):
-    """Run the repo's Snakefile with `workdir` as working directory; returns CompletedProcess."""
-    cmd = [sys.executable, "-m", "snakemake", *snakemake_args(workdir, config, args)]
+def run_snakemake(workdir: Path, config: dict | None = None, *args: str, timeout: int = 600, repo: Path = REPO):
+    """Run the Snakefile of `repo` with `workdir` as working directory; returns CompletedProcess."""
+    cmd = [sys.executable, "-m", "snakemake", *snakemake_args(workdir, config, args, repo)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def run_snakemake_here(workdir: Path, config: dict | None = None, *args: str):
+def run_snakemake_here(workdir: Path, config: dict | None = None, *args: str, repo: Path = REPO):
     """The same command as run_snakemake, run by Snakemake's own command-line entry point in this process.
 
     For runs that stop while the workflow is parsed and its DAG built (bad input, dry runs): the real
     Snakefile and its checks, without a new interpreter importing Snakemake (~4 s each on 2 cores).
     Jobs, if any ran, would still be subprocesses. The working directory, sys.path and the environment
-    (which the Snakefile extends) are restored afterwards."""
+    (which the Snakefile extends) are restored afterwards. For a :func:`repo_copy` the package modules this
+    process holds are set aside while the copy's Snakefile imports its own, and put back afterwards."""
     from snakemake.cli import main
 
-    cmd = snakemake_args(workdir, config, args)
+    cmd = snakemake_args(workdir, config, args, repo)
     out, err = io.StringIO(), io.StringIO()
     saved_path, saved_env = list(sys.path), dict(os.environ)
+    saved_modules = _package_modules(pop=True) if repo != REPO else None
     try:
         with contextlib.chdir(workdir), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -59,7 +62,34 @@ def run_snakemake_here(workdir: Path, config: dict | None = None, *args: str):
         sys.path[:] = saved_path
         os.environ.clear()
         os.environ.update(saved_env)
+        if saved_modules is not None:
+            _package_modules(pop=True)
+            sys.modules.update(saved_modules)
     return subprocess.CompletedProcess(["snakemake", *cmd], code, out.getvalue(), err.getvalue())
+
+
+def _package_modules(pop: bool) -> dict:
+    """This process's ``medusa_roofline`` modules (removed from ``sys.modules`` with ``pop``)."""
+    names = [name for name in sys.modules if name == "medusa_roofline" or name.startswith("medusa_roofline.")]
+    return {name: sys.modules.pop(name) if pop else sys.modules[name] for name in names}
+
+
+WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs", "medusa_roofline")
+"""What a copy of the workflow needs to run: the Snakefile, its rules, scripts, config, profile, conda environments
+and package."""
+
+
+def repo_copy(dest: Path) -> Path:
+    """A private copy of the workflow (:data:`WORKFLOW_FILES`, modification times kept) for tests that edit its
+    files: editing this clone's package would reach every workflow other test workers run at the same time."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
 
 
 @pytest.fixture(autouse=True)
@@ -183,3 +213,62 @@ def small_default() -> dict:
 @pytest.fixture(scope="session")
 def small_default_run(tmp_path_factory) -> FinishedRun:
     return finished_run(tmp_path_factory, "small-default-run", small_default())
+
+
+# ---- running the suite on several workers (pytest-xdist: README's `-n auto`) ----------------------
+# A session fixture runs once per worker that uses it, so every test of a shared workflow run must land on one
+# worker. xdist's own `--dist loadgroup` marks do not group under pytest 9.2 (xdist 3.8 renames `item._nodeid`,
+# which pytest 9 no longer reads), so the scheduler below groups by test module instead.
+SHARED_RUN_MODULES = {
+    "tiny_measured_run": ("test_archive.py", "test_report.py", "test_workflow_analytic.py",
+                          "test_workflow_measured.py"),
+    "small_default_run": ("test_pinned_outputs.py", "test_quiet_run.py"),
+}
+"""The modules whose tests read each shared workflow run; each set is one unit of work for the workers."""
+
+MODULES_KEPT_TOGETHER = ("test_rerun.py", "test_codedeps.py")
+"""Modules whose module-scoped fixture costs seconds to a minute (a workflow run, an interpreter per script):
+one unit of work each, so the fixture runs once."""
+
+WORK_UNITS = {module: group for group, modules in SHARED_RUN_MODULES.items() for module in modules}
+WORK_UNITS.update({module: module for module in MODULES_KEPT_TOGETHER})
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its group (:data:`WORK_UNITS`), or the test itself."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return WORK_UNITS.get(module, nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``-n N`` (xdist's default ``--dist load``): xdist's load-scope scheduler over :func:`work_unit`."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+    return SharedRunScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses a shared run from a module :data:`SHARED_RUN_MODULES` does not list would run that
+    workflow a second time on another worker: refuse it, naming the test and the fixture."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        for run, modules in SHARED_RUN_MODULES.items():
+            if run in getattr(item, "fixturenames", ()) and module not in modules:
+                raise pytest.UsageError(f"{item.nodeid} uses the shared workflow run {run}; add {module} to "
+                                        f"SHARED_RUN_MODULES[{run!r}] in tests/conftest.py")
+
+
+def pytest_configure(config):
+    """On an xdist worker, torch in the test process uses one thread: two workers on two cores with torch's
+    default thread count each would wait at every op's barrier for a core the other holds."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, repo_copy, run_snakemake, run_snakemake_here
 
 PLOT_RULES = {"figure_analytic", "figure_speedup", "figure_measured", "figure_best_tree"}
 MEASURING_RULES = {"load_model", "sweep", "microbench", "ceilings"}
@@ -24,17 +24,21 @@ def planned_jobs(run) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_measured_config_module):
-    """One complete tiny run (analytic + measured) shared by the rerun checks below."""
-    from conftest import run_snakemake
+def workflow_copy(tmp_path_factory):
+    """The workflow these checks run and edit: a private copy, so an edit never reaches another test's run."""
+    return repo_copy(tmp_path_factory.mktemp("repo"))
 
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_measured_config_module, workflow_copy):
+    """One complete tiny run (analytic + measured) shared by the rerun checks below."""
     workdir = tmp_path_factory.mktemp("rerun")
     shutil.copy(REPO / "config" / "hardware.yaml", workdir / "hardware.yaml")
     config = dict(tiny_measured_config_module, hardware_table=str(workdir / "hardware.yaml"))
     config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
-    run = run_snakemake(workdir, config)
+    run = run_snakemake(workdir, config, repo=workflow_copy)
     assert run.returncode == 0, run.stderr[-3000:]
-    return workdir, config
+    return workdir, config, workflow_copy
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +57,22 @@ def tiny_measured_config_module():
     }
 
 
-def dry_run(workdir, config):
-    from conftest import run_snakemake_here
-
-    return planned_jobs(run_snakemake_here(workdir, config, "-n"))
+def dry_run(workdir, config, repo):
+    return planned_jobs(run_snakemake_here(workdir, config, "-n", repo=repo))
 
 
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_nothing_changed_nothing_runs(finished):
-    workdir, config = finished
-    assert dry_run(workdir, config) == {}
+    workdir, config, repo = finished
+    assert dry_run(workdir, config, repo) == {}
 
 
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_plot_key_reruns_plots_only(finished):
-    workdir, config = finished
-    jobs = dry_run(workdir, dict(config, plot={"formats": ["png"], "dpi": 120}))
+    workdir, config, repo = finished
+    jobs = dry_run(workdir, dict(config, plot={"formats": ["png"], "dpi": 120}), repo)
     assert jobs and set(jobs) - {"all"} <= PLOT_RULES
     # qk/pv, all ops and MLP charts for two GPUs; two measured charts, the measured speedup, the prediction
     # chart; the best-tree chart
@@ -81,8 +83,8 @@ def test_plot_key_reruns_plots_only(finished):
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_new_candidate_count_adds_one_sweep_job(finished):
-    workdir, config = finished
-    jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32])))
+    workdir, config, repo = finished
+    jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32])), repo)
     assert jobs["sweep"] == 1
     assert not set(jobs) & {"load_model", "microbench", "ceilings", "analytic_table", "figure_analytic"}
     assert jobs["metrics"] == 1 and jobs["figure_measured"] == 4 and jobs["prediction"] == 1
@@ -91,13 +93,13 @@ def test_new_candidate_count_adds_one_sweep_job(finished):
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_hardware_entry_reruns_that_hardware_and_no_sweep(finished):
-    workdir, config = finished
+    workdir, config, repo = finished
     table = yaml.safe_load((workdir / "hardware.yaml").read_text())
     original = (workdir / "hardware.yaml").read_text()
     table["a40"]["bandwidth"] = 700e9
     (workdir / "hardware.yaml").write_text(yaml.safe_dump(table))
     try:
-        jobs = dry_run(workdir, config)
+        jobs = dry_run(workdir, config, repo)
     finally:
         (workdir / "hardware.yaml").write_text(original)
     assert jobs["analytic_table"] == 1  # the a40 table only, not the a100 one
@@ -105,17 +107,17 @@ def test_hardware_entry_reruns_that_hardware_and_no_sweep(finished):
     assert not set(jobs) & MEASURING_RULES
 
 
-def touched(module: str, workdir, config) -> dict[str, int]:
+def touched(module: str, workdir, config, repo) -> dict[str, int]:
     """The jobs a dry run plans after ``module`` (a package file) is edited. Snakemake reruns a job when an
     input is newer than its outputs and its checksum changed, so the edit adds a comment line; the file's
     bytes and times are restored afterwards."""
-    path = REPO / "medusa_roofline" / module
+    path = repo / "medusa_roofline" / module
     before, text = path.stat(), path.read_bytes()
     path.write_bytes(text + b"\n# edited by tests/test_rerun.py\n")
     now = time.time() + 5
     os.utime(path, (now, now))
     try:
-        return dry_run(workdir, config)
+        return dry_run(workdir, config, repo)
     finally:
         path.write_bytes(text)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -126,13 +128,13 @@ def touched(module: str, workdir, config) -> dict[str, int]:
 def test_editing_a_module_reruns_exactly_the_rules_that_import_it(finished):
     """Rule code inputs come from the import graph: the per-op timer is the sweep's alone, the figure
     style every figure's, the cost model everything that counts."""
-    workdir, config = finished
-    jobs = touched("measure/op_timer.py", workdir, config)
+    workdir, config, repo = finished
+    jobs = touched("measure/op_timer.py", workdir, config, repo)
     # downstream of the sweep: metrics, the prediction error, the best tree from measured steps, their figures
     assert set(jobs) - {"all"} == {"sweep", "metrics", "prediction", "best_tree", "figure_measured",
                                    "figure_best_tree"}, jobs
     assert jobs["sweep"] == 2  # ar and medusa-16
-    jobs = touched("results/style.py", workdir, config)
+    jobs = touched("results/style.py", workdir, config, repo)
     assert set(jobs) - {"all"} == PLOT_RULES, jobs
-    jobs = touched("analytic/costmodel.py", workdir, config)
+    jobs = touched("analytic/costmodel.py", workdir, config, repo)
     assert {"analytic_table", "sweep", "metrics"} <= set(jobs) and "load_model" not in jobs, jobs

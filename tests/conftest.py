@@ -226,9 +226,9 @@ SHARED_RUN_MODULES = {
 }
 """The modules whose tests read each shared workflow run; each set is one unit of work for the workers."""
 
-MODULES_KEPT_TOGETHER = ("test_rerun.py", "test_codedeps.py")
-"""Modules whose module-scoped fixture costs seconds to a minute (a workflow run, an interpreter per script):
-one unit of work each, so the fixture runs once."""
+MODULES_KEPT_TOGETHER = ("test_rerun.py", "test_codedeps.py", "test_archive_integrity.py")
+"""Modules whose module-scoped fixture costs seconds to a minute (a workflow run, an interpreter per script,
+test_archive's packed figures): one unit of work each, so the fixture runs once per module."""
 
 WORK_UNITS = {module: group for group, modules in SHARED_RUN_MODULES.items() for module in modules}
 WORK_UNITS.update({module: module for module in MODULES_KEPT_TOGETHER})

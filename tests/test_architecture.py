@@ -46,3 +46,15 @@ def test_parse_time_modules_stay_light(module):
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.slow  # a fresh interpreter per module, importing torch
+@pytest.mark.parametrize("module,allowed", [("medusa_roofline.repro.archive", set()),
+                                            ("medusa_roofline.measure.ceilings", {"torch"})])
+def test_jobs_that_build_no_model_do_not_import_transformers(module, allowed):
+    """The archive job needs only provenance's git fields and the ceilings job only its CPU name: importing
+    transformers (seconds per job on 2 cores) there would be paid by every run for nothing."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import {module}; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(sorted(allowed)), out.stdout

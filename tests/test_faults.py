@@ -320,16 +320,23 @@ def test_stray_weights_without_hf_files_are_refused(tmp_path, tiny_checkpoint):
         load.build_model(str(directory), torch.float32)
 
 
+ANALYTIC_KINDS = ("qkpv_medusa", "all_ops", "mlp_spec")
+"""The analytic figures of the default (unfused) attention."""
+
+
 @pytest.mark.workflow
 def test_analytic_outputs_are_byte_identical_and_local_checkpoints_work(tmp_path, tiny_analytic_config,
                                                                         tiny_checkpoint):
-    """Two fresh runs in two directories, with analytic.models = [a local checkpoint directory]."""
+    """Two fresh runs of the analytic stage (the table and its three figures as targets, not the speedup and
+    best-tree jobs) in two directories, with analytic.models = [a local checkpoint directory]."""
     from medusa_roofline.analytic.hardware import load_table
     from medusa_roofline.analytic.table import analytic_table
 
     config = dict(tiny_analytic_config, plot={"formats": ["png"]})
     config["analytic"] = dict(config["analytic"], models=[str(tiny_checkpoint[0])])
-    runs = [_popen_snakemake(tmp_path / name, config) for name in ("one", "two")]
+    figures = "results/figures/tiny-ckpt/a100-80gb-pcie"
+    targets = ["results/analytic/tiny-ckpt/a100-80gb-pcie.csv"] + [f"{figures}/{kind}.png" for kind in ANALYTIC_KINDS]
+    runs = [_popen_snakemake(tmp_path / name, config, *targets) for name in ("one", "two")]
     for name, proc in zip(("one", "two"), runs):
         assert proc.wait(timeout=300) == 0, _output(tmp_path / name)[-3000:]
 

@@ -15,9 +15,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import torch
-import transformers
-
 from .paths import REPO_ROOT
 
 
@@ -98,6 +95,9 @@ def cpu_model() -> str:
 
 
 def device_name(device="cpu") -> str:
+    import torch  # here, not at the top: jobs that only need the git fields (archive) or the CPU's name
+    # (ceilings) import this module without paying for torch or transformers
+
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -105,6 +105,9 @@ def device_name(device="cpu") -> str:
 
 
 def versions() -> dict:
+    import torch  # see device_name
+    import transformers
+
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -114,6 +117,8 @@ def versions() -> dict:
 
 def provenance(device="cpu", root: Path | str = REPO_ROOT, dirty: bool = True) -> dict:
     """Everything a result row carries about where it was measured."""
+    import torch  # see device_name
+
     info = versions()
     info.update(
         device_name=device_name(device),

@@ -50,7 +50,7 @@ def run_snakemake_here(workdir: Path, config: dict | None = None, *args: str, re
     cmd = snakemake_args(workdir, config, args, repo)
     out, err = io.StringIO(), io.StringIO()
     saved_path, saved_env = list(sys.path), dict(os.environ)
-    saved_modules = _package_modules(pop=True) if repo != REPO else None
+    saved_modules = _pop_package_modules() if repo != REPO else None
     try:
         with contextlib.chdir(workdir), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -63,15 +63,15 @@ def run_snakemake_here(workdir: Path, config: dict | None = None, *args: str, re
         os.environ.clear()
         os.environ.update(saved_env)
         if saved_modules is not None:
-            _package_modules(pop=True)
+            _pop_package_modules()  # the copy's
             sys.modules.update(saved_modules)
     return subprocess.CompletedProcess(["snakemake", *cmd], code, out.getvalue(), err.getvalue())
 
 
-def _package_modules(pop: bool) -> dict:
-    """This process's ``medusa_roofline`` modules (removed from ``sys.modules`` with ``pop``)."""
+def _pop_package_modules() -> dict:
+    """Remove this process's ``medusa_roofline`` modules from ``sys.modules``; returns them."""
     names = [name for name in sys.modules if name == "medusa_roofline" or name.startswith("medusa_roofline.")]
-    return {name: sys.modules.pop(name) if pop else sys.modules[name] for name in names}
+    return {name: sys.modules.pop(name) for name in names}
 
 
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs", "medusa_roofline")
@@ -234,10 +234,14 @@ WORK_UNITS = {module: group for group, modules in SHARED_RUN_MODULES.items() for
 WORK_UNITS.update({module: module for module in MODULES_KEPT_TOGETHER})
 
 
+def module_file(nodeid: str) -> str:
+    """The file name of a test's module (``test_rerun.py`` for ``tests/test_rerun.py::test_x``)."""
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
 def work_unit(nodeid: str) -> str:
     """The unit of work a test belongs to: its group (:data:`WORK_UNITS`), or the test itself."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    return WORK_UNITS.get(module, nodeid)
+    return WORK_UNITS.get(module_file(nodeid), nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -258,7 +262,7 @@ def pytest_collection_modifyitems(config, items):
     """A test that uses a shared run from a module :data:`SHARED_RUN_MODULES` does not list would run that
     workflow a second time on another worker: refuse it, naming the test and the fixture."""
     for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+        module = module_file(item.nodeid)
         for run, modules in SHARED_RUN_MODULES.items():
             if run in getattr(item, "fixturenames", ()) and module not in modules:
                 raise pytest.UsageError(f"{item.nodeid} uses the shared workflow run {run}; add {module} to "

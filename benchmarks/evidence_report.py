@@ -178,8 +178,8 @@ def write_report(out: Path, dry: bool, harness, datasheet_for, targets: dict) ->
         lines += [f"## Sweep: {sweep.attrs['model']}, {sweep.attrs['layers']} layer(s) (`sweep_<mode>.csv`, "
                   "`sweep_metrics.csv`)", "",
                   f"Per-op rows within {LAUNCH_FACTOR}x their measured launch floor (`launch_floor_s`: a 1x1 Linear "
-                  "through the same hooks) are launch/hook-bound; `host_s_median` beside each row is the host time "
-                  "between its marks.", "", harness.markdown_table(sweep.round(4)), ""]
+                  "through the same timing wrapper) are launch/instrumentation-bound; `host_s_median` beside each row "
+                  "is the host time between its marks.", "", harness.markdown_table(sweep.round(4)), ""]
     if (out / "flush_ab.md").is_file():
         lines += ["## L2 flush A/B", "", "See `flush_ab.md` and `flush_ab.csv`.", ""]
     if (out / "tests.txt").is_file():

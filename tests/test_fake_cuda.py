@@ -15,7 +15,7 @@ from medusa_roofline.core import devices
 from medusa_roofline.core.errors import ConfigError
 from medusa_roofline.core.provenance import provenance
 from medusa_roofline.measure import attention, ceilings, op_timer, timing
-from medusa_roofline.measure.instrument import hooked_floor
+from medusa_roofline.measure.instrument import instrumented_floor
 from medusa_roofline.measure.microbench import run_microbench
 from medusa_roofline.measure.op_timer import OpTimer, activate, active_timer, maybe_op
 from medusa_roofline.measure.step import DecodeStep
@@ -108,8 +108,8 @@ def test_floors_on_cuda(fake_cuda):
     assert 0 <= e["p10"] <= e["median"] <= e["p90"] < 0.05 and e["reps"] == 10
     tiny = timing.tiny_kernel_floor("cuda", reps=5, warmup=1)
     assert 0 < tiny.median < 0.05 and tiny.host_median is not None
-    hooked = hooked_floor("cuda", torch.float32, reps=5, warmup=1)
-    assert 0 < hooked.median < 0.05 and hooked.host_median is not None
+    wrapped = instrumented_floor("cuda", torch.float32, reps=5, warmup=1)
+    assert 0 < wrapped.median < 0.05 and wrapped.host_median is not None
 
 
 def test_op_timer_cuda_ms_to_s_and_one_sync_per_rep(fake_cuda):
@@ -235,7 +235,7 @@ def test_sweep_on_cuda_end_to_end(fake_cuda):
     assert (df["host_s_median"] > 0).all() and (df["launch_floor_s"] > 0).all()  # remainder and step included
     assert df["compiles"].isna().all()  # eager attention compiles nothing
     by_op = df.set_index("op")
-    assert by_op.loc["step", "launch_floor_s"] != by_op.loc["qk", "launch_floor_s"]  # tiny kernel vs hooked 1x1 Linear
+    assert by_op.loc["step", "launch_floor_s"] != by_op.loc["qk", "launch_floor_s"]  # tiny kernel vs wrapped 1x1 Linear
     assert by_op.loc["remainder", "launch_floor_s"] == by_op.loc["qk", "launch_floor_s"]  # the instrumented pass's path
     assert len(step_closure(df)) == 1
 

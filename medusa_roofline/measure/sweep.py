@@ -50,7 +50,7 @@ For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"t
   row keeps it beside the time instead of hiding it: ``host_s_median`` (CUDA: host seconds between
   the row's two marks; ``remainder``: the same difference as its device time, in host seconds) and
   ``launch_floor_s`` (per-op rows and ``remainder``: a 1x1 ``nn.Linear`` through the same wrapper and
-  timer, :func:`~.instrument.hooked_floor`; ``step``: a one-element kernel through
+  timer, :func:`~.instrument.instrumented_floor`; ``step``: a one-element kernel through
   ``time_callable``), measured at every point after its timings. ``compiles`` stays empty (eager
   attention compiles nothing).
 * **Cache flush.** Every timed pass of both kinds (``step`` and instrumented) runs after the same
@@ -86,7 +86,8 @@ from ..models.load import build_model
 from ..models.source import instantiated_layers, model_dims, model_name
 from . import checkpoint
 from .grid import parse_mode
-from .instrument import attention_implementation, hooked_floor, register_timed_attention, timed_linears, timed_modules
+from .instrument import (attention_implementation, instrumented_floor, register_timed_attention, timed_linears,
+                         timed_modules)
 from .op_timer import OpTimer, activate, maybe_op
 from .step import DecodeStep
 from .table import COLUMNS, validate_measured
@@ -154,7 +155,7 @@ def measure_point(step: DecodeStep, device, reps: int, warmup: int, flush_l2: bo
     results["_calls"] = {op: n for op, n in timer.counts().items() if op != INSTRUMENTED_STEP}
     dtype = next(model.parameters()).dtype
     results["_floors"] = {"step": tiny_kernel_floor(device, reps, warmup, flush_l2).median,
-                          "op": hooked_floor(device, dtype, reps, warmup, flush_l2).median}
+                          "op": instrumented_floor(device, dtype, reps, warmup, flush_l2).median}
     return results
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/build_time.py, benchmarks/step_closure.py and benchmarks/wrapper_overhead.py run end to end on small settings (their targets are
-reported by the scripts, never asserted here)."""
+"""benchmarks/build_time.py, benchmarks/step_closure.py and benchmarks/wrapper_overhead.py run end to end on
+small settings (their targets are reported by the scripts, never asserted here)."""
 
 from __future__ import annotations
 

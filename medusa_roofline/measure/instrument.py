@@ -77,8 +77,9 @@ class timed_linears:
     ``nn.Module.__call__`` down its slow path (hook dictionaries walked, arguments re-packed): 3–6 µs per
     call on the 2-core CPU against 1–5 µs for a wrapper (``benchmarks/wrapper_overhead.py``). On a
     few-millisecond step with ~30 timed modules, switching to the wrapper took the instrumented pass's
-    excess over the plain step (:func:`~.table.step_closure`) from 15.7 % to 4.7 % for ``ar``. The wrapper is an instance attribute shadowing the class's
-    ``forward``; ``__exit__`` restores whatever was there before (nothing, or an earlier wrapper).
+    excess over the plain step (:func:`~.table.step_closure`) from 15.7 % to 4.7 % for ``ar``. The
+    wrapper is an instance attribute shadowing the class's ``forward``; ``__exit__`` restores whatever
+    was there before (nothing, or an earlier wrapper).
     """
 
     def __init__(self, model, ops=LAYER_LINEAR_OPS + ("lm_head",)):

@@ -1,7 +1,7 @@
 """The measured sweep: time a decode step of the real (HF) model, per op and as a whole.
 
-For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"tree-NAME"`` for a tree file) and a grid of
-(batch, kv_len) points:
+For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"tree-NAME"`` for a tree
+file) and a grid of (batch, kv_len) points:
 
 * **KV cache.** A :class:`~medusa_roofline.decoding.kv_cache.PreallocatedCache` of capacity
   ``kv_len + q_len`` whose first ``kv_len`` slots are filled with random K/V *directly* rather than
@@ -35,9 +35,9 @@ For one mode (``"ar"``, ``"medusa-N"`` with N tree tokens root included, or ``"t
   (``input_norm``, ``post_attn_norm``, ``final_norm``) and the embedding (``embedding``), an explicit
   interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv`` timed *inside*
   attention by :func:`timed_attention_forward`, registered with transformers' ``AttentionInterface`` as
-  ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per
-  decoder layer; for each repetition we take the **mean over the instantiated layers** (the time
-  of that op in one decoder layer), then report median/p10/p90 of those per-rep means across
+  ``"roofline_timed"``. Per-layer ops (scope ``layer``) run once per decoder layer; for each
+  repetition we take the **mean over the instantiated layers** (the time of that op in one decoder
+  layer), then report median/p10/p90 of those per-rep means across
   reps. ``calls`` says how many times the op runs per step (= ``layers`` for per-layer ops).
 * **Remainder** (op ``remainder``, :data:`~medusa_roofline.analytic.costmodel.REMAINDER_OP`): per
   repetition of the per-op pass, the whole pass minus every op interval: RoPE, residual adds,

@@ -284,8 +284,8 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
     Long lines carry ``markers_per_line`` markers, staggered between lines so that they never sit on
     each other; measured series carry one at every point (circles on a dotted line for real-generation
     tokens per step) and, when the points carry ``speedup_p10``/``speedup_p90``, error bars; a tree
-    file's own tree (series ``..., tree NAME``) is a star at each of its points. When a table mixes sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named
-    in the legend.
+    file's own tree (series ``..., tree NAME``) is a star at each of its points. When a table mixes
+    sources, analytic lines are dashed. The 1.0 line (no speedup) is drawn dark and named in the legend.
     Returns ``(fig, points)`` with points sorted as drawn (series, then candidates)."""
     points = points.copy()
     src_rank = points["source"].map({"measured": 0, "analytic": 1}).fillna(2)
@@ -314,8 +314,8 @@ def speedup_figure(points: pd.DataFrame, title: str, subtitle: str, size=(6.0, 4
             tree = str(pts["tree"].iloc[0])
             label = "_nolegend_" if tree in trees_named else f"tree {tree} (stars; colour: seq_len)"
             trees_named.add(tree)
-        ax.plot(pts["candidates"], pts["speedup"], ls="none" if explicit else ":" if real else "-" if measured or not mixed
-                else "--",
+        line = "none" if explicit else ":" if real else "-" if measured or not mixed else "--"
+        ax.plot(pts["candidates"], pts["speedup"], ls=line,
                 marker=marker, ms=9 if explicit else 4 if measured else 3.5, markevery=1 if measured or explicit else
                 ((i * max(1, step // len(kv))) % step, step), lw=1.4 if measured or not mixed else 1.0,
                 color=palette[i], markeredgecolor=style.edge_color(palette[i]), markeredgewidth=0.4, label=label,

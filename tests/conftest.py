@@ -169,13 +169,16 @@ class FinishedRun:
     workdir: Path
     config: dict
     process: subprocess.CompletedProcess
+    repo: Path = REPO
+    """The workflow that made the run (this clone, or a :func:`repo_copy`): later Snakemake calls on the run
+    must use it, since rules' code inputs are its package files."""
 
 
-def finished_run(tmp_path_factory, name: str, config: dict) -> FinishedRun:
+def finished_run(tmp_path_factory, name: str, config: dict, repo: Path = REPO) -> FinishedRun:
     workdir = tmp_path_factory.mktemp(name)
-    run = run_snakemake(workdir, config)
+    run = run_snakemake(workdir, config, repo=repo)
     assert run.returncode == 0, run.stderr[-3000:]
-    return FinishedRun(workdir, copy.deepcopy(config), run)
+    return FinishedRun(workdir, copy.deepcopy(config), run, repo)
 
 
 def copy_run(run: FinishedRun, dest: Path) -> Path:
@@ -187,7 +190,9 @@ def copy_run(run: FinishedRun, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_measured_run(tmp_path_factory) -> FinishedRun:
     """The tiny analytic grid on two GPUs, a sweep of four modes (ar, medusa-16, medusa-32 and Medusa's own
-    64-node tree from its file), the micro-benchmark and the ceilings: every analytic, measured and speedup figure kind of a CPU run."""
+    64-node tree from its file), the micro-benchmark and the ceilings: every analytic, measured and speedup figure
+    kind of a CPU run. Made by a private copy of the workflow (``.repo``), whose files test_rerun edits, on the
+    same worker as every other reader of the run, restoring each file's bytes and times before it returns."""
     config = tiny_measured()
     config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
     config["speedup"] = dict(config["speedup"], hardware=["a100-80gb-pcie", "a40"])
@@ -195,7 +200,8 @@ def tiny_measured_run(tmp_path_factory) -> FinishedRun:
                              trees=[str(REPO / "config" / "trees" / "mc_sim_7b_63.yaml")])  # + mode tree-mc_sim_7b_63
     config["ceilings"] = SMALL_CEILINGS
     config["run_name"] = "tiny-test"
-    return finished_run(tmp_path_factory, "tiny-measured-run", config)
+    repo = repo_copy(tmp_path_factory.mktemp("tiny-measured-repo"))
+    return finished_run(tmp_path_factory, "tiny-measured-run", config, repo)
 
 
 def small_default() -> dict:
@@ -220,15 +226,15 @@ def small_default_run(tmp_path_factory) -> FinishedRun:
 # worker. xdist's own `--dist loadgroup` marks do not group under pytest 9.2 (xdist 3.8 renames `item._nodeid`,
 # which pytest 9 no longer reads), so the scheduler below groups by test module instead.
 SHARED_RUN_MODULES = {
-    "tiny_measured_run": ("test_archive.py", "test_report.py", "test_workflow_analytic.py",
+    "tiny_measured_run": ("test_archive.py", "test_report.py", "test_rerun.py", "test_workflow_analytic.py",
                           "test_workflow_measured.py"),
     "small_default_run": ("test_pinned_outputs.py", "test_quiet_run.py"),
 }
 """The modules whose tests read each shared workflow run; each set is one unit of work for the workers."""
 
-MODULES_KEPT_TOGETHER = ("test_rerun.py", "test_codedeps.py", "test_archive_integrity.py")
-"""Modules whose module-scoped fixture costs seconds to a minute (a workflow run, an interpreter per script,
-test_archive's packed figures): one unit of work each, so the fixture runs once per module."""
+MODULES_KEPT_TOGETHER = ("test_codedeps.py", "test_archive_integrity.py")
+"""Modules whose module-scoped fixture costs seconds (an interpreter per script, test_archive's packed figures):
+one unit of work each, so the fixture runs once per module."""
 
 WORK_UNITS = {module: group for group, modules in SHARED_RUN_MODULES.items() for module in modules}
 WORK_UNITS.update({module: module for module in MODULES_KEPT_TOGETHER})

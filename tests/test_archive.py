@@ -236,7 +236,8 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_measured_run,
     for fig in figures:
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
-    run = snakemake_run(work, config, "--", "archive")  # "--": --configfile takes several values
+    # "--": --configfile takes several values
+    run = snakemake_run(work, config, "--", "archive", repo=tiny_measured_run.repo)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     tarball = work / "results/archive/tiny-test.tar.gz"
     with tarfile.open(tarball) as tar:

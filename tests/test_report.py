@@ -12,7 +12,7 @@ def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_measured_run):
     config = tiny_measured_run.config
     assert config["plot"]["formats"] == ["png", "svg"]
     copy_run(tiny_measured_run, tmp_path)
-    report = snakemake_run(tmp_path, config, "--report", "report.html")
+    report = snakemake_run(tmp_path, config, "--report", "report.html", repo=tiny_measured_run.repo)
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()
 

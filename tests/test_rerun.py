@@ -1,13 +1,13 @@
 """Rerun only what changed: each config knob reaches exactly the jobs that use it."""
 
+import contextlib
 import os
 import re
-import shutil
 import time
 
 import pytest
 import yaml
-from conftest import REPO, repo_copy, run_snakemake, run_snakemake_here
+from conftest import run_snakemake_here
 
 PLOT_RULES = {"figure_analytic", "figure_speedup", "figure_measured", "figure_best_tree"}
 MEASURING_RULES = {"load_model", "sweep", "microbench", "ceilings"}
@@ -23,38 +23,12 @@ def planned_jobs(run) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
-@pytest.fixture(scope="module")
-def workflow_copy(tmp_path_factory):
-    """The workflow these checks run and edit: a private copy, so an edit never reaches another test's run."""
-    return repo_copy(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_measured_config_module, workflow_copy):
-    """One complete tiny run (analytic + measured) shared by the rerun checks below."""
-    workdir = tmp_path_factory.mktemp("rerun")
-    shutil.copy(REPO / "config" / "hardware.yaml", workdir / "hardware.yaml")
-    config = dict(tiny_measured_config_module, hardware_table=str(workdir / "hardware.yaml"))
-    config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
-    run = run_snakemake(workdir, config, repo=workflow_copy)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return workdir, config, workflow_copy
-
-
-@pytest.fixture(scope="module")
-def tiny_measured_config_module():
-    return {
-        "analytic": {"models": ["tiny"], "hardware": ["a100-80gb-pcie"], "candidates": [16],
-                     "batch": [1], "kv_len": [128]},
-        "measure": {"models": ["tiny"], "device": "cpu", "candidates": [16], "batch": [1],
-                    "kv_len": [64], "reps": 2, "warmup": 1},
-        "microbench": {"models": []},
-        "ceilings": {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128},
-        "speedup": {"models": ["tiny"], "kv_len": [128], "max_candidates": 8},
-        "best_tree": {"models": ["tiny"], "hardware": ["a100-80gb-pcie"], "batch": [1], "kv_len": [128],
-                      "max_candidates": 8},
-        "plot": {"formats": ["png"]},
-    }
+@pytest.fixture
+def finished(tiny_measured_run):
+    """The session's tiny measured run (conftest.tiny_measured_run) and the copy of the workflow that made it:
+    dry runs plan on it; the checks that edit a file (the hardware table, a module) edit that copy's file and
+    restore its bytes and times before they return, so no other reader of the run sees the edit."""
+    return tiny_measured_run.workdir, tiny_measured_run.config, tiny_measured_run.repo
 
 
 def dry_run(workdir, config, repo):
@@ -72,7 +46,7 @@ def test_nothing_changed_nothing_runs(finished):
 @pytest.mark.slow
 def test_plot_key_reruns_plots_only(finished):
     workdir, config, repo = finished
-    jobs = dry_run(workdir, dict(config, plot={"formats": ["png"], "dpi": 120}), repo)
+    jobs = dry_run(workdir, dict(config, plot=dict(config["plot"], dpi=120)), repo)
     assert jobs and set(jobs) - {"all"} <= PLOT_RULES
     # qk/pv, all ops and MLP charts for two GPUs; two measured charts, the measured speedup, the prediction
     # chart; the best-tree chart
@@ -84,7 +58,8 @@ def test_plot_key_reruns_plots_only(finished):
 @pytest.mark.slow
 def test_new_candidate_count_adds_one_sweep_job(finished):
     workdir, config, repo = finished
-    jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32])), repo)
+    assert config["measure"]["candidates"] == [16, 32]
+    jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32, 48])), repo)
     assert jobs["sweep"] == 1
     assert not set(jobs) & {"load_model", "microbench", "ceilings", "analytic_table", "figure_analytic"}
     assert jobs["metrics"] == 1 and jobs["figure_measured"] == 4 and jobs["prediction"] == 1
@@ -94,33 +69,39 @@ def test_new_candidate_count_adds_one_sweep_job(finished):
 @pytest.mark.slow
 def test_hardware_entry_reruns_that_hardware_and_no_sweep(finished):
     workdir, config, repo = finished
-    table = yaml.safe_load((workdir / "hardware.yaml").read_text())
-    original = (workdir / "hardware.yaml").read_text()
-    table["a40"]["bandwidth"] = 700e9
-    (workdir / "hardware.yaml").write_text(yaml.safe_dump(table))
-    try:
+    assert config["analytic"]["hardware"] == ["a100-80gb-pcie", "a40"] and "hardware_table" not in config
+
+    def slower_a40(text: bytes) -> bytes:
+        table = yaml.safe_load(text)
+        table["a40"]["bandwidth"] = 700e9
+        return yaml.safe_dump(table).encode()
+
+    with edited(repo / "config" / "hardware.yaml", slower_a40):  # the table the run read (the default one)
         jobs = dry_run(workdir, config, repo)
-    finally:
-        (workdir / "hardware.yaml").write_text(original)
     assert jobs["analytic_table"] == 1  # the a40 table only, not the a100 one
     assert jobs["figure_analytic"] == 3  # the a40's charts only
     assert not set(jobs) & MEASURING_RULES
 
 
-def touched(module: str, workdir, config, repo) -> dict[str, int]:
-    """The jobs a dry run plans after ``module`` (a package file) is edited. Snakemake reruns a job when an
-    input is newer than its outputs and its checksum changed, so the edit adds a comment line; the file's
-    bytes and times are restored afterwards."""
-    path = repo / "medusa_roofline" / module
+@contextlib.contextmanager
+def edited(path, edit):
+    """``path`` rewritten as ``edit(bytes)`` with a modification time in the future (Snakemake reruns a job when
+    an input is newer than its outputs and its checksum changed); its bytes and times are restored on exit."""
     before, text = path.stat(), path.read_bytes()
-    path.write_bytes(text + b"\n# edited by tests/test_rerun.py\n")
+    path.write_bytes(edit(text))
     now = time.time() + 5
     os.utime(path, (now, now))
     try:
-        return dry_run(workdir, config, repo)
+        yield
     finally:
         path.write_bytes(text)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def touched(module: str, workdir, config, repo) -> dict[str, int]:
+    """The jobs a dry run plans after ``module`` (a package file) gets a comment line."""
+    with edited(repo / "medusa_roofline" / module, lambda text: text + b"\n# edited by tests/test_rerun.py\n"):
+        return dry_run(workdir, config, repo)
 
 
 @pytest.mark.workflow
@@ -133,7 +114,7 @@ def test_editing_a_module_reruns_exactly_the_rules_that_import_it(finished):
     # downstream of the sweep: metrics, the prediction error, the best tree from measured steps, their figures
     assert set(jobs) - {"all"} == {"sweep", "metrics", "prediction", "best_tree", "figure_measured",
                                    "figure_best_tree"}, jobs
-    assert jobs["sweep"] == 2  # ar and medusa-16
+    assert jobs["sweep"] == 4  # ar, medusa-16, medusa-32 and the tree from its file
     jobs = touched("results/style.py", workdir, config, repo)
     assert set(jobs) - {"all"} == PLOT_RULES, jobs
     jobs = touched("analytic/costmodel.py", workdir, config, repo)

@@ -27,7 +27,7 @@ def test_tiny_analytic_end_to_end(tiny_measured_run, snakemake_here, tiny_analyt
     svg = (fig_dir / "qkpv_medusa.svg").read_text()
     assert "Tiny Llama, A100 80GB PCIe" in svg and "1,935GB/s" in svg and "312 TFLOP/s" in svg
 
-    again = snakemake_here(tmp_path, tiny_measured_run.config, "-n")
+    again = snakemake_here(tmp_path, tiny_measured_run.config, "-n", repo=tiny_measured_run.repo)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -266,13 +266,27 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """A test that uses a shared run from a module :data:`SHARED_RUN_MODULES` does not list would run that
-    workflow a second time on another worker: refuse it, naming the test and the fixture."""
+    workflow a second time on another worker: refuse it, naming the test and the fixture. Then the longest
+    units of work first (:func:`heavy_first`)."""
     for item in items:
         module = module_file(item.nodeid)
         for run, modules in SHARED_RUN_MODULES.items():
             if run in getattr(item, "fixturenames", ()) and module not in modules:
                 raise pytest.UsageError(f"{item.nodeid} uses the shared workflow run {run}; add {module} to "
                                         f"SHARED_RUN_MODULES[{run!r}] in tests/conftest.py")
+    items[:] = heavy_first(items)
+
+
+def heavy_first(items):
+    """The tests in collection order, except that units of work (:func:`work_unit`) holding a workflow run come
+    first, then those holding another slow test: the workers hand out units in this order, and a minute-long
+    unit started last would leave the other workers idle while it runs."""
+    weight = {}
+    for item in items:
+        unit = work_unit(item.nodeid)
+        rank = 0 if item.get_closest_marker("workflow") else 1 if item.get_closest_marker("slow") else 2
+        weight[unit] = min(weight.get(unit, 2), rank)
+    return sorted(items, key=lambda item: weight[work_unit(item.nodeid)])  # stable: collection order within a rank
 
 
 def pytest_configure(config):

@@ -4,7 +4,7 @@
 The per-op pass times every Linear, RMSNorm and the embedding. How it attaches its timer decides
 how much slower the instrumented step is than the plain one (``benchmarks/step_closure.py``):
 ``register_forward_pre_hook`` + ``register_forward_hook`` send every call down ``nn.Module``'s
-slow path; :class:`medusa_roofline.measure.instrument.timed_linears` wraps ``forward`` instead.
+slow path; :class:`medusa_roofline.measure.instrument.timed_forwards` wraps ``forward`` instead.
 Times a 1x1 ``nn.Linear`` plain, through the wrapper and through hooks (both recording into an
 active :class:`~medusa_roofline.measure.op_timer.OpTimer`), ``--rounds`` rounds of ``--calls``
 calls each, and prints the median per-call time and each method's excess over the plain call.

@@ -70,8 +70,8 @@ class attention_implementation:
         return False
 
 
-class timed_linears:
-    """Context manager: time the named ``nn.Linear`` ops of a model by wrapping their ``forward``.
+class timed_forwards:
+    """Context manager: time each given ``(module, op)``'s calls under ``op`` by wrapping its ``forward``.
 
     Why a wrapper and not ``register_forward_pre_hook``/``register_forward_hook``: any hook sends
     ``nn.Module.__call__`` down its slow path (hook dictionaries walked, arguments re-packed): 3–6 µs per
@@ -82,18 +82,12 @@ class timed_linears:
     was there before (nothing, or an earlier wrapper).
     """
 
-    def __init__(self, model, ops=LAYER_LINEAR_OPS + ("lm_head",)):
-        self.model, self.ops = model, set(ops)
+    def __init__(self, targets):
+        self.targets = list(targets)
         self.wrapped: list[tuple[nn.Module, object]] = []
 
-    def _targets(self):
-        for name, module in self.model.named_modules():
-            op = name.rsplit(".", 1)[-1]
-            if op in self.ops and isinstance(module, nn.Linear):
-                yield module, op
-
     def __enter__(self):
-        for module, op in self._targets():
+        for module, op in self.targets:
             self.wrapped.append((module, module.__dict__.get("forward", _NOT_SET)))
             module.forward = _timed_forward(module.forward, op)
         return self
@@ -108,6 +102,13 @@ class timed_linears:
         return False
 
 
+def timed_linears(model, ops=LAYER_LINEAR_OPS + ("lm_head",)) -> timed_forwards:
+    """:class:`timed_forwards` over the ``nn.Linear`` modules of ``model`` whose name ends in one of ``ops``."""
+    ops = set(ops)
+    return timed_forwards((module, name.rsplit(".", 1)[-1]) for name, module in model.named_modules()
+                          if name.rsplit(".", 1)[-1] in ops and isinstance(module, nn.Linear))
+
+
 MODULE_OPS = {
     "input_layernorm": "input_norm",
     "post_attention_layernorm": "post_attn_norm",
@@ -118,19 +119,12 @@ MODULE_OPS = {
 (:data:`~medusa_roofline.analytic.costmodel.HOOKED_OPS`)."""
 
 
-class timed_modules(timed_linears):
-    """Context manager: time the non-Linear modules of :data:`MODULE_OPS` (the RMSNorms, the final norm,
-    the embedding lookup) under their cost-model op names, wrapped as :class:`timed_linears` does."""
-
-    def __init__(self, model, modules: dict[str, str] | None = None):
-        super().__init__(model, ())
-        self.modules = MODULE_OPS if modules is None else modules
-
-    def _targets(self):
-        for name, module in self.model.named_modules():
-            op = self.modules.get(name.rsplit(".", 1)[-1])
-            if op is not None and not isinstance(module, nn.Linear):
-                yield module, op
+def timed_modules(model, modules: dict[str, str] | None = None) -> timed_forwards:
+    """:class:`timed_forwards` over the non-Linear modules of :data:`MODULE_OPS` (the RMSNorms, the final norm,
+    the embedding lookup), each under its cost-model op name."""
+    modules = MODULE_OPS if modules is None else modules
+    return timed_forwards((module, modules[name.rsplit(".", 1)[-1]]) for name, module in model.named_modules()
+                          if name.rsplit(".", 1)[-1] in modules and not isinstance(module, nn.Linear))
 
 
 _NOT_SET = object()

@@ -30,7 +30,7 @@ file) and a grid of (batch, kv_len) points:
   (:func:`timed_attention_forward`, the project's eager qk/softmax/pv), not Hugging Face's eager
   attention, so that the per-op rows describe the step that was timed.
 * **Per-op** timings come from a second pass: timed ``forward`` wrappers
-  (:class:`~.instrument.timed_linears`, cheaper than forward hooks) on the ``nn.Linear`` modules
+  (:class:`~.instrument.timed_forwards`, cheaper than forward hooks) on the ``nn.Linear`` modules
   ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` and ``lm_head``, on the RMSNorms
   (``input_norm``, ``post_attn_norm``, ``final_norm``) and the embedding (``embedding``), an explicit
   interval around the Medusa heads (``medusa_heads``), and ``qk``, ``softmax``, ``pv`` timed *inside*

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -40,12 +41,17 @@ def test_no_module_is_large():
     assert max(sizes.values()) <= 420, {k: v for k, v in sizes.items() if v > 420}
 
 
+def heavy_imports(module: str, heavy: set[str]) -> list[str]:
+    """Which of the ``heavy`` top-level packages importing ``module`` loads, in a fresh interpreter."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import {module}; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip())
+
+
 @pytest.mark.parametrize("module", PARSE_TIME)
 def test_parse_time_modules_stay_light(module):
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import {module}; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'matplotlib'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert heavy_imports(module, {"torch", "transformers", "matplotlib"}) == []
 
 
 @pytest.mark.slow  # a fresh interpreter per module, importing torch
@@ -54,7 +60,4 @@ def test_parse_time_modules_stay_light(module):
 def test_jobs_that_build_no_model_do_not_import_transformers(module, allowed):
     """The archive job needs only provenance's git fields and the ceilings job only its CPU name: importing
     transformers (seconds per job on 2 cores) there would be paid by every run for nothing."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import {module}; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(sorted(allowed)), out.stdout
+    assert heavy_imports(module, {"torch", "transformers"}) == sorted(allowed)

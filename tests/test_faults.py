@@ -25,6 +25,7 @@ from medusa_roofline.measure.sweep import run_sweep
 from medusa_roofline.measure.table import COLUMNS, validate_measured, write_measured_csv
 from medusa_roofline.models import load
 from medusa_roofline.models import source as models
+from medusa_roofline.results.render import rule_kinds
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(reps=2, warmup=1, progress=False)
@@ -320,7 +321,7 @@ def test_stray_weights_without_hf_files_are_refused(tmp_path, tiny_checkpoint):
         load.build_model(str(directory), torch.float32)
 
 
-ANALYTIC_KINDS = ("qkpv_medusa", "all_ops", "mlp_spec")
+ANALYTIC_KINDS = rule_kinds("analytic", "unfused")
 """The analytic figures of the default (unfused) attention."""
 
 

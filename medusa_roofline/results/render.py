@@ -119,6 +119,11 @@ KINDS: dict[str, FigureKind] = {
 """Every figure kind. Adding one: its drawing function (figures_*.py), a renderer (renderers.py) and its entry."""
 
 
+def rule_kinds(rule: str, attention: str) -> list[str]:
+    """The kinds a figure rule draws under ``analytic.attention`` = ``attention`` (its ``figure`` wildcard's values)."""
+    return [name for name, kind in KINDS.items() if kind.rule == rule and kind.attention in (None, attention)]
+
+
 def render(kind: str, inputs: dict[str, str], params: dict):
     """Draw one figure of ``kind`` from its input files and params; returns ``(fig, points)``."""
     if kind not in KINDS:

@@ -15,7 +15,7 @@ from medusa_roofline.decoding.tree import load_acceptance_table
 from medusa_roofline.models.source import instantiated_layers, model_dims
 from medusa_roofline.repro import settings
 from medusa_roofline.repro.tree_settings import query_tokens, tree_paths_param
-from medusa_roofline.results.render import KINDS, PAPER_ROLE
+from medusa_roofline.results.render import KINDS, PAPER_ROLE, rule_kinds
 
 # ---- the config, checked and resolved once ----------------------------------------------------
 
@@ -287,11 +287,7 @@ def script_code(script):
 
 def figure_kinds(rule):
     """The figure kinds a rule draws (its `figure` wildcard's values) under analytic.attention."""
-    return [
-        name
-        for name, kind in KINDS.items()
-        if kind.rule == rule and kind.attention in (None, ANALYTIC.attention)
-    ]
+    return rule_kinds(rule, ANALYTIC.attention)
 
 
 def paper_layer_on(figure, model, place):

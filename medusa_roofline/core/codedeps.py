@@ -70,10 +70,17 @@ def _absolute(node: ast.ImportFrom, importer: str | None, is_package: bool) -> s
 def imported_modules(path: Path) -> set[str]:
     """Every module of this package that ``path`` imports, directly (any statement, any depth)."""
     path = Path(path)
+    return set(_imported_modules(path, PACKAGE_DIR, path.read_bytes()))
+
+
+@functools.cache
+def _imported_modules(path: Path, package_dir: Path, source: bytes) -> frozenset[str]:
+    """:func:`imported_modules` of one version of a file, read against one package: a Snakefile parse asks
+    for the same modules once per script that imports them, and an edited file is parsed again."""
     importer = module_name(path)
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in _statements(ast.parse(source.decode("utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -87,11 +94,21 @@ def imported_modules(path: Path) -> set[str]:
         for name in names:
             if module_path(name) is not None:
                 found.update(n for n in _with_parents(name) if module_path(n) is not None)
-    return found
+    return frozenset(found)
 
 
-@functools.lru_cache(maxsize=None)
-def _closure(start: tuple[str, ...]) -> tuple[str, ...]:
+def _statements(tree: ast.Module):
+    """Every statement of ``tree`` at any depth (function and class bodies, branches, handlers), skipping the
+    expressions, where no import statement can stand: a tenth of the nodes :func:`ast.walk` visits."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(child for child in ast.iter_child_nodes(node)
+                    if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)))
+
+
+def _closure(start: set[str]) -> list[str]:
     seen: set[str] = set()
     todo = list(start)
     while todo:
@@ -100,7 +117,7 @@ def _closure(start: tuple[str, ...]) -> tuple[str, ...]:
             continue
         seen.add(name)
         todo.extend(imported_modules(module_path(name)) - seen)
-    return tuple(sorted(seen))
+    return sorted(seen)
 
 
 def module_closure(path: str | Path) -> list[str]:
@@ -108,7 +125,7 @@ def module_closure(path: str | Path) -> list[str]:
     path = Path(path)
     own = module_name(path)
     start = imported_modules(path) | ({own} if own else set())
-    return list(_closure(tuple(sorted(start))))
+    return _closure(start)
 
 
 def module_files(path: str | Path) -> list[str]:

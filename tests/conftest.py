@@ -135,28 +135,12 @@ def tiny_analytic() -> dict:
     }
 
 
-def tiny_measured() -> dict:
-    """Analytic + a minimal measured sweep of the tiny preset + a small micro-benchmark."""
-    return dict(
-        tiny_analytic(),
-        measure={"models": ["tiny"], "device": "cpu", "candidates": [16], "batch": [1],
-                 "kv_len": [64], "reps": 2, "warmup": 1},
-        microbench={"models": ["tiny"], "candidates": [16], "batch": [1], "kv_len": [64],
-                    "reps": 2, "warmup": 1},
-    )
-
-
 SMALL_CEILINGS = {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128}
 
 
 @pytest.fixture
 def tiny_analytic_config():
     return tiny_analytic()
-
-
-@pytest.fixture
-def tiny_measured_config():
-    return tiny_measured()
 
 
 # ---- workflow runs shared by a test session -----------------------------------------------------
@@ -187,38 +171,28 @@ def copy_run(run: FinishedRun, dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def tiny_measured_run(tmp_path_factory) -> FinishedRun:
-    """The tiny analytic grid on two GPUs, a sweep of four modes (ar, medusa-16, medusa-32 and Medusa's own
-    64-node tree from its file), the micro-benchmark and the ceilings: every analytic, measured and speedup figure
-    kind of a CPU run. Made by a private copy of the workflow (``.repo``), whose files test_rerun edits, on the
-    same worker as every other reader of the run, restoring each file's bytes and times before it returns."""
-    config = tiny_measured()
-    config["analytic"] = dict(config["analytic"], hardware=["a100-80gb-pcie", "a40"])
-    config["speedup"] = dict(config["speedup"], hardware=["a100-80gb-pcie", "a40"])
-    config["measure"] = dict(config["measure"], candidates=[16, 32],
-                             trees=[str(REPO / "config" / "trees" / "mc_sim_7b_63.yaml")])  # + mode tree-mc_sim_7b_63
-    config["ceilings"] = SMALL_CEILINGS
-    config["run_name"] = "tiny-test"
-    repo = repo_copy(tmp_path_factory.mktemp("tiny-measured-repo"))
-    return finished_run(tmp_path_factory, "tiny-measured-run", config, repo)
-
-
-def small_default() -> dict:
-    """The shipped config.yaml with its measuring sections made small (fewer points and repetitions, CPU)
-    and PNG figures only. Its analytic and speedup sections are the shipped ones: test_pinned_outputs pins
-    their bytes from this run, test_quiet_run checks that it prints no warning."""
+def shared_config() -> dict:
+    """The shipped config.yaml, run small: its measuring sections on the CPU with fewer points and repetitions, one
+    more sweep size and Medusa's own 64-node tree from its file; the tiny preset among the best-tree models (its
+    trees from measured steps); PNG and SVG figures. Every other key is the shipped one: test_pinned_outputs pins
+    the analytic and speedup bytes from this run, test_quiet_run checks that it prints no warning."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["measure"].update(device="cpu", candidates=[16], kv_len=[64], reps=2, warmup=1)
+    config["measure"].update(device="cpu", candidates=[16, 32], kv_len=[64], reps=2, warmup=1,
+                             trees=[str(REPO / "config" / "trees" / "mc_sim_7b_63.yaml")])  # + mode tree-mc_sim_7b_63
     config["microbench"].update(candidates=[16], batch=[1], kv_len=[64], reps=2, warmup=1)
     config["ceilings"].update(SMALL_CEILINGS)
-    config["plot"].update(formats=["png"])
+    config["best_tree"]["models"] = [*config["best_tree"]["models"], "tiny"]
+    config["plot"].update(formats=["png", "svg"])
     return config
 
 
 @pytest.fixture(scope="session")
-def small_default_run(tmp_path_factory) -> FinishedRun:
-    return finished_run(tmp_path_factory, "small-default-run", small_default())
+def shared_run(tmp_path_factory) -> FinishedRun:
+    """The session's one workflow run (:func:`shared_config`): every analytic, measured, speedup and best-tree figure
+    kind of a CPU run. Made by a private copy of the workflow (``.repo``), whose files test_rerun edits, on the
+    same worker as every other reader of the run, restoring each file's bytes and times before it returns."""
+    repo = repo_copy(tmp_path_factory.mktemp("shared-repo"))
+    return finished_run(tmp_path_factory, "shared-run", shared_config(), repo)
 
 
 # ---- running the suite on several workers (pytest-xdist: README's `-n auto`) ----------------------
@@ -226,11 +200,10 @@ def small_default_run(tmp_path_factory) -> FinishedRun:
 # worker. xdist's own `--dist loadgroup` marks do not group under pytest 9.2 (xdist 3.8 renames `item._nodeid`,
 # which pytest 9 no longer reads), so the scheduler below groups by test module instead.
 SHARED_RUN_MODULES = {
-    "tiny_measured_run": ("test_archive.py", "test_report.py", "test_rerun.py", "test_workflow_analytic.py",
-                          "test_workflow_measured.py"),
-    "small_default_run": ("test_pinned_outputs.py", "test_quiet_run.py"),
+    "shared_run": ("test_archive.py", "test_pinned_outputs.py", "test_quiet_run.py", "test_report.py",
+                   "test_rerun.py", "test_workflow_analytic.py", "test_workflow_measured.py"),
 }
-"""The modules whose tests read each shared workflow run; each set is one unit of work for the workers."""
+"""The modules whose tests read a shared workflow run: one unit of work for the workers."""
 
 MODULES_KEPT_TOGETHER = ("test_codedeps.py", "test_archive_integrity.py")
 """Modules whose module-scoped fixture costs seconds (an interpreter per script, test_archive's packed figures):

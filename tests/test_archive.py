@@ -222,33 +222,35 @@ def test_member_names():
 
 
 @pytest.mark.workflow
-def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_measured_run, capsys):
-    """A copy of the session's tiny measured run (conftest.tiny_measured_run) is archived."""
+def test_workflow_archive_round_trip(tmp_path, snakemake_run, shared_run, capsys):
+    """A copy of the session's shared run (conftest.shared_run) is archived."""
     work, fresh = tmp_path / "work", tmp_path / "fresh"
-    copy_run(tiny_measured_run, work)
+    copy_run(shared_run, work)
     fresh.mkdir()
-    config = tiny_measured_run.config
-    assert config["run_name"] == "tiny-test"
+    config = shared_run.config
+    assert config["run_name"] == "default"
     assert not (work / "results/archive").exists()  # not part of `rule all`
     figures = sorted((work / "results/figures").rglob("*.svg"))
-    # qkpv_medusa, all_ops, mlp_spec, speedup on 2 GPUs; 4 measured kinds (+ prediction); best_tree (every GPU)
-    assert len(figures) == 4 * 2 + 4 + 1
+    # qkpv_medusa, all_ops, mlp_spec on 2 GPUs; the simulated speedup; the sweep's 4 measured kinds, the
+    # micro-benchmark's 3; best_tree (every GPU) of 4 models
+    assert len(figures) == 3 * 2 + 1 + 4 + 3 + 4
     for fig in figures:
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
     # "--": --configfile takes several values
-    run = snakemake_run(work, config, "--", "archive", repo=tiny_measured_run.repo)
+    run = snakemake_run(work, config, "--", "archive", repo=shared_run.repo)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    tarball = work / "results/archive/tiny-test.tar.gz"
+    tarball = work / "results/archive/default.tar.gz"
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
-    for must in ("results/analytic/tiny/a100-80gb-pcie.csv", "results/ceilings/cpu.json",
-                 "results/microbench/tiny/cpu.csv", "results/metrics/tiny/cpu.csv",
+    for must in ("results/analytic/llama-33b/a100-80gb-pcie.csv", "results/ceilings/cpu.json",
+                 "results/microbench/llama-33b/cpu.csv", "results/metrics/tiny/cpu.csv",
                  "results/figures/tiny/cpu/qkpv_medusa_measured.recipe.json",
                  "results/prediction/tiny/cpu.csv", "results/best_tree/tiny.csv",
                  "results/figures/tiny/all-gpus/best_tree.recipe.json", "repo/config/trees/mc_sim_7b_63.yaml",
                  "repo/config/hardware.yaml", "repo/config/acceptance/default.csv",
-                 "repo/config/models/tiny/config.json", *archive.META):
+                 "repo/config/models/tiny/config.json", "repo/config/paper/qkpv_llama-33b_a100-80gb-pcie.yaml",
+                 *archive.META):
         assert must in names, must
 
     shutil.copy(tarball, fresh / "run.tar.gz")
@@ -256,7 +258,7 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, tiny_measured_run,
         status = main(["regenerate", "run.tar.gz", "--out", "out"])
     out, err = capsys.readouterr()
     assert status == 0, out + err
-    assert "13 of 13 points CSVs byte-identical" in out and "manifest intact" in out
+    assert f"{len(figures)} of {len(figures)} points CSVs byte-identical" in out and "manifest intact" in out
     for csv in (work / "results/figures").rglob("*.csv"):
         rel = csv.relative_to(work)
         assert (fresh / "out" / rel).read_bytes() == csv.read_bytes(), rel

@@ -1,9 +1,10 @@
 """A first run on the shipped defaults prints no warning: warnings are kept for what a user should act on.
 
-The run is the default config with its measurements made small (conftest.small_default_run, shared
-with test_pinned_outputs), keeping every situation the defaults create on a laptop: a CPU, which has no
-datasheet entry (described once, as information); speedup.batch 4 (the paper's) while the sweep
-measures batch 1 and 2; the paper layer on the A100 PCIe qk/pv chart.
+The run is the session's shared run (conftest.shared_run): the default config with its measurements made
+small (one more sweep size, a tree file) and the tiny preset among the best-tree models, keeping every
+situation the defaults create on a laptop: a CPU, which has no datasheet entry (described once, as
+information); speedup.batch 4 (the paper's) while the sweep measures batch 1 and 2; the paper layer on the
+A100 PCIe qk/pv chart.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ measurement owns that warning (results/metrics.py); this test is about the confi
 
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_the_default_run_prints_no_warning(small_default_run):
-    config, run, tmp_path = small_default_run.config, small_default_run.process, small_default_run.workdir
+def test_the_default_run_prints_no_warning(shared_run):
+    config, run, tmp_path = shared_run.config, shared_run.process, shared_run.workdir
     defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert config["measure"]["batch"] == defaults["measure"]["batch"] and config["speedup"]["batch"] == 4
     assert config["measure"]["device"] == "cpu" and config["plot"]["paper_overlay"]["analytic"]

@@ -1,4 +1,4 @@
-"""`snakemake --report` on the tiny workflow: every figure registered, with its caption and grouping."""
+"""`snakemake --report` on the session's shared run: every figure registered, with its caption and grouping."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from conftest import copy_run
 
 
 @pytest.mark.workflow
-def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_measured_run):
-    """On a copy of the session's tiny measured run (conftest.tiny_measured_run)."""
-    config = tiny_measured_run.config
+def test_report_lists_every_figure(tmp_path, snakemake_run, shared_run):
+    """On a copy of the session's shared run (conftest.shared_run)."""
+    config = shared_run.config
     assert config["plot"]["formats"] == ["png", "svg"]
-    copy_run(tiny_measured_run, tmp_path)
-    report = snakemake_run(tmp_path, config, "--report", "report.html", repo=tiny_measured_run.repo)
+    copy_run(shared_run, tmp_path)
+    report = snakemake_run(tmp_path, config, "--report", "report.html", repo=shared_run.repo)
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()
 
     figures = sorted(p for ext in ("png", "svg") for p in (tmp_path / "results/figures").rglob(f"*.{ext}"))
-    # 4 kinds on 2 GPUs, 4 measured kinds (+ prediction), best_tree (every GPU); png and svg
-    assert len(figures) == 2 * (4 * 2 + 4 + 1)
+    # 3 analytic kinds on 2 GPUs, the simulated speedup, 4 + 3 measured kinds, 4 best-tree charts; png and svg
+    assert len(figures) == 2 * (3 * 2 + 1 + 4 + 3 + 4)
     for fig in figures:
         assert str(fig.relative_to(tmp_path)) in html, fig
     # grouped by model (category) and hardware / device (subcategory)
@@ -29,4 +29,4 @@ def test_report_lists_every_figure(tmp_path, snakemake_run, tiny_measured_run):
     assert "1935 GB/s" in html and "312 TFLOP/s" in html
     assert "Measured qk and pv of" in html and "Simulated Medusa speedup" in html
     assert "The roofline predictor against every measured row" in html and "The best Medusa tree size of" in html
-    assert "<strong>Tiny Llama, A100 80GB PCIe</strong> (analytic)" in html
+    assert "<strong>Llama 33B, A100 80GB PCIe</strong> (analytic)" in html

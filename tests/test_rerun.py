@@ -24,11 +24,11 @@ def planned_jobs(run) -> dict[str, int]:
 
 
 @pytest.fixture
-def finished(tiny_measured_run):
-    """The session's tiny measured run (conftest.tiny_measured_run) and the copy of the workflow that made it:
-    dry runs plan on it; the checks that edit a file (the hardware table, a module) edit that copy's file and
-    restore its bytes and times before they return, so no other reader of the run sees the edit."""
-    return tiny_measured_run.workdir, tiny_measured_run.config, tiny_measured_run.repo
+def finished(shared_run):
+    """The session's shared run (conftest.shared_run) and the copy of the workflow that made it: dry runs plan
+    on it; the checks that edit a file (the hardware table, a module) edit that copy's file and restore its
+    bytes and times before they return, so no other reader of the run sees the edit."""
+    return shared_run.workdir, shared_run.config, shared_run.repo
 
 
 def dry_run(workdir, config, repo):
@@ -48,10 +48,10 @@ def test_plot_key_reruns_plots_only(finished):
     workdir, config, repo = finished
     jobs = dry_run(workdir, dict(config, plot=dict(config["plot"], dpi=120)), repo)
     assert jobs and set(jobs) - {"all"} <= PLOT_RULES
-    # qk/pv, all ops and MLP charts for two GPUs; two measured charts, the measured speedup, the prediction
-    # chart; the best-tree chart
-    assert jobs.get("figure_analytic") == 6 and jobs.get("figure_measured") == 4
-    assert jobs.get("figure_best_tree") == 1
+    # qk/pv, all ops and MLP charts of Llama 33B for two GPUs; the simulated speedup; the sweep's two measured
+    # charts, measured speedup and prediction chart, the micro-benchmark's three charts; four best-tree charts
+    assert jobs.get("figure_analytic") == 6 and jobs.get("figure_speedup") == 1
+    assert jobs.get("figure_measured") == 4 + 3 and jobs.get("figure_best_tree") == 4
 
 
 @pytest.mark.workflow
@@ -62,14 +62,15 @@ def test_new_candidate_count_adds_one_sweep_job(finished):
     jobs = dry_run(workdir, dict(config, measure=dict(config["measure"], candidates=[16, 32, 48])), repo)
     assert jobs["sweep"] == 1
     assert not set(jobs) & {"load_model", "microbench", "ceilings", "analytic_table", "figure_analytic"}
-    assert jobs["metrics"] == 1 and jobs["figure_measured"] == 4 and jobs["prediction"] == 1
+    assert jobs["metrics"] == 1 and jobs["figure_measured"] == 4 and jobs["prediction"] == 1  # the sweep's model
 
 
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_hardware_entry_reruns_that_hardware_and_no_sweep(finished):
     workdir, config, repo = finished
-    assert config["analytic"]["hardware"] == ["a100-80gb-pcie", "a40"] and "hardware_table" not in config
+    assert config["analytic"]["hardware"] == ["a100-80gb-pcie", "a40"]
+    assert config["hardware_table"] == "config/hardware.yaml"  # the shipped one: the workflow copy's file
 
     def slower_a40(text: bytes) -> bytes:
         table = yaml.safe_load(text)

@@ -1,6 +1,6 @@
 """The measured stages of the real workflow: load_model, one sweep job per mode, microbench; and no
-measuring job sharing the machine with any other job of its run. All read one shared run
-(conftest.tiny_measured_run)."""
+measuring job sharing the machine with any other job of its run. All read the session's shared run
+(conftest.shared_run): the tiny preset swept on the CPU, Llama 33B micro-benchmarked."""
 
 import json
 import re
@@ -15,34 +15,40 @@ REQUIRED = ["model", "device", "mode", "phase", "op", "candidates", "batch", "kv
 
 
 @pytest.mark.workflow
-def test_tiny_measured_end_to_end(tiny_measured_run):
-    tmp_path = tiny_measured_run.workdir
+def test_tiny_measured_end_to_end(shared_run):
+    tmp_path = shared_run.workdir
+    assert shared_run.config["measure"]["batch"] == [1, 2] and shared_run.config["measure"]["kv_len"] == [64]
     spec = json.loads((tmp_path / "results/models/tiny/spec.json").read_text())
     assert spec["source"] == "preset" and spec["layers_instantiated"] == 2
     assert spec["parameters"] > 0 and "config.json" in spec["sha256"]
-    for mode, ops in {"ar": 17, "medusa-16": 18}.items():  # per-op rows, remainder, step
+    for mode, ops in {"ar": 17, "medusa-16": 18}.items():  # per-op rows, remainder, step; for each batch
+        ops *= 2
         df = pd.read_csv(tmp_path / f"results/measured/tiny/cpu/{mode}.csv")
         assert set(REQUIRED) <= set(df.columns)
         assert len(df) == ops and (df["status"] == "ok").all()
         assert (df["time_s_median"] > 0).all()
         assert set(df["device"]) == {"cpu"}
-    micro = pd.read_csv(tmp_path / "results/microbench/tiny/cpu.csv")
+    micro = pd.read_csv(tmp_path / "results/microbench/llama-33b/cpu.csv")
     assert set(micro["op"]) == {"qk", "softmax", "pv"} and set(micro["mode"]) == {"ar", "medusa-16"}
 
 
 @pytest.mark.workflow
-def test_every_figure_for_every_model_and_hardware(tiny_measured_run):
+def test_every_figure_for_every_model_and_hardware(shared_run):
     """A figure (with its points CSV and recipe) exists for every configured pair; no row lost."""
-    tmp_path, config = tiny_measured_run.workdir, tiny_measured_run.config
-    assert config["analytic"]["hardware"] == config["speedup"]["hardware"] == ["a100-80gb-pcie", "a40"]
-    figures = tmp_path / "results/figures/tiny"
-    for hardware in ("a100-80gb-pcie", "a40"):
-        for kind in ("qkpv_medusa", "all_ops", "mlp_spec", "speedup"):
-            for ext in ("png", "svg", "csv", "recipe.json"):
-                assert (figures / hardware / f"{kind}.{ext}").stat().st_size > 0, (hardware, kind, ext)
-    for kind in ("qkpv_medusa_measured", "measured_vs_analytic", "speedup_measured", "prediction"):
-        assert (figures / "cpu" / f"{kind}.csv").stat().st_size > 0, kind
-    assert (figures / "all-gpus" / "best_tree.png").stat().st_size > 0
+    tmp_path, config = shared_run.workdir, shared_run.config
+    assert config["analytic"]["models"] == ["llama-33b"] and config["analytic"]["hardware"] == ["a100-80gb-pcie", "a40"]
+    assert config["speedup"]["models"] == ["llama-7b"] and config["speedup"]["hardware"] == ["a100-80gb-pcie"]
+    root = tmp_path / "results/figures"
+    expected = [("llama-33b", hardware, kind) for hardware in ("a100-80gb-pcie", "a40")
+                for kind in ("qkpv_medusa", "all_ops", "mlp_spec")]
+    expected += [("llama-7b", "a100-80gb-pcie", "speedup")]
+    expected += [("tiny", "cpu", kind) for kind in ("qkpv_medusa_measured", "measured_vs_analytic", "speedup_measured",
+                                                    "prediction")]
+    expected += [(model, "all-gpus", "best_tree") for model in config["best_tree"]["models"]]
+    for model, place, kind in expected:
+        for ext in ("png", "svg", "csv", "recipe.json"):
+            assert (root / model / place / f"{kind}.{ext}").stat().st_size > 0, (model, place, kind, ext)
+    figures = root / "tiny"
     prediction = pd.read_csv(tmp_path / "results/prediction/tiny/cpu.csv")
     m = config["measure"]
     steps = (1 + len(m["candidates"]) + len(m["trees"])) * len(m["batch"]) * len(m["kv_len"])  # per mode and point
@@ -59,8 +65,9 @@ def test_every_figure_for_every_model_and_hardware(tiny_measured_run):
     assert (tmp_path / "results/best_tree/tiny/datasheet/a100-80gb-pcie.csv").exists()
     assert (tmp_path / "results/best_tree/tiny/measured/cpu.csv").exists()
     measured = sum(len(pd.read_csv(p)) for p in (tmp_path / "results/measured/tiny/cpu").glob("*.csv"))
-    measured += len(pd.read_csv(tmp_path / "results/microbench/tiny/cpu.csv"))
     assert len(pd.read_csv(tmp_path / "results/metrics/tiny/cpu.csv")) == measured
+    micro = len(pd.read_csv(tmp_path / "results/microbench/llama-33b/cpu.csv"))
+    assert len(pd.read_csv(tmp_path / "results/metrics/llama-33b/cpu.csv")) == micro
 
 
 # ------------------------------------------------------------------------------ nothing beside a timer
@@ -97,11 +104,11 @@ def test_the_overlap_check_finds_overlaps():
 
 
 @pytest.mark.workflow
-def test_measuring_jobs_run_alone(tiny_measured_run):
+def test_measuring_jobs_run_alone(shared_run):
     """A real run on 2 cores: every ceilings/sweep/microbench job ran with no other job of the run beside
     it (from the run's own logs), all with the same recorded timing thread count."""
-    tmp_path, run = tiny_measured_run.workdir, tiny_measured_run.process
-    assert tiny_measured_run.config["measure"]["candidates"] == [16, 32]
+    tmp_path, run = shared_run.workdir, shared_run.process
+    assert shared_run.config["measure"]["candidates"] == [16, 32]
     jobs = job_intervals(tmp_path)
     done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", run.stderr)
     assert done and len(jobs) == int(done[-1][0]) - 1, (len(jobs), done)  # every job but `all` logged
@@ -110,7 +117,7 @@ def test_measuring_jobs_run_alone(tiny_measured_run):
     assert overlaps(jobs) == []
     ceilings = json.loads((tmp_path / "results/ceilings/cpu.json").read_text())
     threads = {ceilings["threads"]}
-    for path in list((tmp_path / "results/measured").rglob("*.csv")) + [tmp_path / "results/microbench/tiny/cpu.csv"]:
+    for path in [*(tmp_path / "results/measured").rglob("*.csv"), tmp_path / "results/microbench/llama-33b/cpu.csv"]:
         threads |= set(pd.read_csv(path)["threads"])
     assert len(threads) == 1 and ceilings["launch_floor"]["floor_s"] > 0
     metrics = pd.read_csv(tmp_path / "results/metrics/tiny/cpu.csv")

@@ -1,5 +1,5 @@
-"""Acceptance measured from local models, and the demo, in the real workflow: the measured table builds
-the model's trees and feeds its speedup; a bad prompt file fails the acceptance job with nothing written.
+"""Acceptance measured in the real workflow, by the demo: the measured table builds the model's trees and feeds
+its speedup; a bad prompt file fails the acceptance job with nothing written.
 (Bad acceptance and demo config values are cases of test_bad_input.py.)"""
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, SMALL_CEILINGS
 from test_bad_input import merge, tiny_acceptance, write_file
 
 from medusa_roofline.decoding.tree import load_acceptance_table
-
-SMALL_CEILINGS = {"reps": 2, "warmup": 1, "cpu_copy_mib": 8, "cpu_matmul_n": 128}
 
 
 @pytest.mark.workflow
@@ -29,30 +27,12 @@ def test_bad_prompt_file_fails_the_acceptance_job_and_writes_nothing(tmp_path, s
 
 
 @pytest.mark.workflow
-def test_measured_acceptance_builds_the_trees_and_labels_the_speedup(tmp_path, snakemake_run, snakemake_here,
-                                                                     tiny_analytic_config):
-    config = merge(tiny_analytic_config, dict(tiny_acceptance(tmp_path), ceilings=SMALL_CEILINGS))
-    target = "results/figures/tiny/cpu/speedup_measured.csv"
-    run = snakemake_run(tmp_path, config, "--", target)
-    assert run.returncode == 0, run.stderr[-3000:]
-    table = load_acceptance_table(tmp_path / "results/acceptance/tiny/acceptance.csv")
-    assert table.shape == (2, 3)
-    generation = pd.read_csv(tmp_path / "results/acceptance/tiny/generation.csv")
-    assert generation["candidates"].tolist() == [4] and generation["identical_to_greedy"].all()
-    speedup = pd.read_csv(tmp_path / target)
-    measured = speedup[speedup["source"] == "measured"]
-    assert set(measured["acceptance"]) == {"measured table", "real generation"}
-    recipe = json.loads((tmp_path / target.replace(".csv", ".recipe.json")).read_text())
-    assert recipe["inputs"]["acceptance"] == "results/acceptance/tiny/acceptance.csv"
-    assert recipe["inputs"]["generation"] == "results/acceptance/tiny/generation.csv"
-    again = snakemake_here(tmp_path, config, "-n", "--", target)
-    assert "Nothing to be done" in again.stdout + again.stderr
-
-
-@pytest.mark.workflow
 @pytest.mark.slow
 def test_demo_config_runs_the_demo_through_the_workflow(tmp_path, snakemake_run, snakemake_here):
-    """config/demo.yaml with small training budgets: base, heads, acceptance, sweep, metrics, figures."""
+    """config/demo.yaml with small training budgets: base, heads, acceptance, sweep, metrics, figures. The
+    measured acceptance table builds the model's trees and feeds its speedup, beside real generation. (A preset
+    measured with a heads file of the user's runs the same acceptance rule: its prompt-file failure is the test
+    above, its random prompts test_acceptance.py's CLI run.)"""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config = merge(demo, {"demo": {"base": {"steps": 10}, "heads": {"steps": 10}},
                           "measure": {"candidates": [4], "kv_len": [32], "reps": 2, "warmup": 1},
@@ -62,8 +42,17 @@ def test_demo_config_runs_the_demo_through_the_workflow(tmp_path, snakemake_run,
     results = tmp_path / "results"
     assert (results / "demo/demo-llama/model.safetensors").is_file()
     assert load_acceptance_table(results / "acceptance/demo-llama/acceptance.csv").shape == (4, 10)
-    speedup = pd.read_csv(results / "figures/demo-llama/cpu/speedup_measured.csv")
+    sweep_log = (results / "logs/sweep/demo-llama/cpu/medusa-4.log").read_text()  # the tree's table, an input
+    assert "rule sweep: inputs ['results/models/demo-llama/spec.json', 'results/acceptance/demo-llama/acceptance.csv'" \
+        in sweep_log
+    generation = pd.read_csv(results / "acceptance/demo-llama/generation.csv")
+    assert generation["candidates"].tolist() == [4] and generation["identical_to_greedy"].all()
+    target = "results/figures/demo-llama/cpu/speedup_measured.csv"
+    speedup = pd.read_csv(tmp_path / target)
     assert set(speedup.loc[speedup["source"] == "measured", "acceptance"]) == {"measured table", "real generation"}
+    recipe = json.loads((tmp_path / target.replace(".csv", ".recipe.json")).read_text())
+    assert recipe["inputs"]["acceptance"] == "results/acceptance/demo-llama/acceptance.csv"
+    assert recipe["inputs"]["generation"] == "results/acceptance/demo-llama/generation.csv"
     spec = json.loads((results / "models/demo-llama/spec.json").read_text())
     assert spec["weights"] == "checkpoint"
     again = snakemake_here(tmp_path, config, "-n")

@@ -30,6 +30,10 @@ def apply_theme(font_scale: float = 0.8) -> None:
         "svg.fonttype": "none",
         "pdf.fonttype": 42,
         "axes.titleweight": "bold",
+        # titles sit at the top of their axes: nothing (tick labels, an x label) is drawn above any of our axes,
+        # so matplotlib's automatic title placement, which measures every tick label of every axes on each
+        # draw, has nothing to move them for (a third of a figure's save time)
+        "axes.titley": 1.0,
         "legend.frameon": True,
         "legend.framealpha": 0.9,
         "legend.fontsize": LEGEND_PT,

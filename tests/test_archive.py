@@ -222,7 +222,7 @@ def test_member_names():
 
 
 @pytest.mark.workflow
-def test_workflow_archive_round_trip(tmp_path, snakemake_run, shared_run, capsys):
+def test_workflow_archive_round_trip(tmp_path, snakemake_here, shared_run, capsys):
     """A copy of the session's shared run (conftest.shared_run) is archived."""
     work, fresh = tmp_path / "work", tmp_path / "fresh"
     copy_run(shared_run, work)
@@ -238,7 +238,7 @@ def test_workflow_archive_round_trip(tmp_path, snakemake_run, shared_run, capsys
         assert fig.with_suffix(".csv").is_file() and fig.with_suffix(render.RECIPE_SUFFIX).is_file(), fig
 
     # "--": --configfile takes several values
-    run = snakemake_run(work, config, "--", "archive", repo=shared_run.repo)
+    run = snakemake_here(work, config, "--", "archive", repo=shared_run.repo)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     tarball = work / "results/archive/default.tar.gz"
     with tarfile.open(tarball) as tar:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO
 
 from medusa_roofline.analytic.hardware import load_table
 from medusa_roofline.analytic.predict import Calibration
@@ -121,13 +121,13 @@ def test_all_stands_alone():
 
 
 @pytest.mark.workflow
-def test_workflow_lists_a_new_gpus_table(tmp_path):
+def test_workflow_lists_a_new_gpus_table(tmp_path, snakemake_here):
     hw = yaml.safe_load((REPO / "config" / "hardware.yaml").read_text())
     hw["my-gpu"] = {"display_name": "My GPU", "bandwidth": 1.0e12, "peak_flops": 1.0e14, "source": "test"}
     (tmp_path / "hw.yaml").write_text(yaml.safe_dump(hw))
     config = {"hardware_table": str(tmp_path / "hw.yaml"), "measure": {"models": []}, "microbench": {"models": []},
               "best_tree": {"models": ["tiny"], "hardware": ["all"]}}
-    run = run_snakemake(tmp_path, config, "-n")
+    run = snakemake_here(tmp_path, config, "-n")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "results/best_tree/tiny/datasheet/my-gpu.csv" in run.stdout + run.stderr
     assert "results/figures/tiny/all-gpus/best_tree.png" in run.stdout + run.stderr

@@ -218,9 +218,8 @@ def test_speedup_acceptance_table_is_checked_with_the_config(tmp_path):
 
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp_path, snakemake_run,
-                                                                              snakemake_here, tiny_analytic_config,
-                                                                              saved_tiny):
+def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp_path, snakemake_here,
+                                                                              tiny_analytic_config, saved_tiny):
     from transformers import AutoConfig, LlamaForCausalLM
 
     from medusa_roofline.core.io import sha256_file
@@ -232,7 +231,7 @@ def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp
     work = tmp_path / "work"
     work.mkdir()
     target = "results/models/tiny-ckpt/spec.json"
-    run = snakemake_run(work, config, "--", target)
+    run = snakemake_here(work, config, "--", target)
     assert run.returncode == 0, run.stderr[-3000:]
     spec = json.loads((work / target).read_text())
     assert spec["sha256"]["model.safetensors"] == sha256_file(ckpt / "model.safetensors")
@@ -245,7 +244,7 @@ def test_replacing_local_weights_reruns_load_model_and_spec_hashes_stay_true(tmp
     assert "load_model" in dry.stdout + dry.stderr and "Nothing to be done" not in dry.stdout + dry.stderr
     sweep_dry = snakemake_here(work, config, "-n", "--", "results/measured/tiny-ckpt/cpu/ar.csv")
     assert "load_model" in sweep_dry.stdout + sweep_dry.stderr
-    run = snakemake_run(work, config, "--", target)
+    run = snakemake_here(work, config, "--", target)
     assert run.returncode == 0, run.stderr[-3000:]
     spec = json.loads((work / target).read_text())
     assert spec["sha256"]["model.safetensors"] == sha256_file(ckpt / "model.safetensors")

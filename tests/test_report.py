@@ -7,12 +7,12 @@ from conftest import copy_run
 
 
 @pytest.mark.workflow
-def test_report_lists_every_figure(tmp_path, snakemake_run, shared_run):
+def test_report_lists_every_figure(tmp_path, snakemake_here, shared_run):
     """On a copy of the session's shared run (conftest.shared_run)."""
     config = shared_run.config
     assert config["plot"]["formats"] == ["png", "svg"]
     copy_run(shared_run, tmp_path)
-    report = snakemake_run(tmp_path, config, "--report", "report.html", repo=shared_run.repo)
+    report = snakemake_here(tmp_path, config, "--report", "report.html", repo=shared_run.repo)
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     html = (tmp_path / "report.html").read_text()
 

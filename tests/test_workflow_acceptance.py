@@ -16,10 +16,10 @@ from medusa_roofline.decoding.tree import load_acceptance_table
 
 
 @pytest.mark.workflow
-def test_bad_prompt_file_fails_the_acceptance_job_and_writes_nothing(tmp_path, snakemake_run, tiny_analytic_config):
+def test_bad_prompt_file_fails_the_acceptance_job_and_writes_nothing(tmp_path, snakemake_here, tiny_analytic_config):
     prompts = write_file(tmp_path, "prompts.jsonl", '{"input_ids": [1, 2, 3]}\n{"input_ids": [1, 999]}\n')
     config = merge(tiny_analytic_config, tiny_acceptance(tmp_path, prompts=prompts))
-    run = snakemake_run(tmp_path, config, "--", "results/acceptance/tiny/acceptance.csv")
+    run = snakemake_here(tmp_path, config, "--", "results/acceptance/tiny/acceptance.csv")
     out = run.stdout + run.stderr + "".join(p.read_text() for p in (tmp_path / "results" / "logs").rglob("*.log"))
     assert run.returncode != 0
     assert "prompts.jsonl line 2 has token id 999, beyond the model's vocabulary of 256" in out

@@ -20,6 +20,7 @@ import yaml
 
 from medusa_roofline.analytic.costmodel import measured_ops
 from medusa_roofline.core.errors import ConfigError, MeasurementError
+from medusa_roofline.core.io import sha256_file
 from medusa_roofline.measure import checkpoint, microbench, sweep
 from medusa_roofline.measure.sweep import run_sweep
 from medusa_roofline.measure.table import COLUMNS, validate_measured, write_measured_csv
@@ -322,42 +323,42 @@ def test_stray_weights_without_hf_files_are_refused(tmp_path, tiny_checkpoint):
         load.build_model(str(directory), torch.float32)
 
 
-ANALYTIC_KINDS = rule_kinds("analytic", "unfused")
-"""The analytic figures of the default (unfused) attention."""
+CKPT_FIGURES = "results/figures/tiny-ckpt/a100-80gb-pcie"
+CKPT_PINNED = {
+    "results/analytic/tiny-ckpt/a100-80gb-pcie.csv": "4d3005643c411195c500b22bc6f496681ef5cad24d8c12502d50082d7a61d09a",
+    f"{CKPT_FIGURES}/qkpv_medusa.csv": "c8925eba9586bd79f83c67d03c178e5ed9434eae543a7973c4a23fc48cbe2e63",
+    f"{CKPT_FIGURES}/all_ops.csv": "73daea74b06717eef616372c0a5bfe1a449f07545b76301b8fc4b973f9f03643",
+    f"{CKPT_FIGURES}/mlp_spec.csv": "9bac60aa740c655396f4e5a145bc5fa073dc7fce2ab2b4ed41fb9dbb95950729",
+}
+"""The analytic table and the points of its three figures (the default, unfused attention's kinds) for a local
+checkpoint of the tiny preset, byte for byte: every fresh run, in any session, writes these bytes. A change meant to
+change them updates the pins here and in test_pinned_outputs.py, and says why."""
 
 
 @pytest.mark.workflow
 def test_analytic_outputs_are_byte_identical_and_local_checkpoints_work(tmp_path, snakemake_here, tiny_analytic_config,
                                                                         tiny_checkpoint):
-    """Two fresh runs of the analytic stage (the table and its three figures as targets, not the speedup and
-    best-tree jobs) in two directories, with analytic.models = [a local checkpoint directory]."""
+    """A fresh run of the analytic stage (the table and its three figures as targets, not the speedup and
+    best-tree jobs), with analytic.models = [a local checkpoint directory], writes the pinned bytes."""
     from medusa_roofline.analytic.hardware import load_table
     from medusa_roofline.analytic.table import analytic_table
 
     config = dict(tiny_analytic_config, plot={"formats": ["png"]})
     config["analytic"] = dict(config["analytic"], models=[str(tiny_checkpoint[0])])
-    figures = "results/figures/tiny-ckpt/a100-80gb-pcie"
-    targets = ["results/analytic/tiny-ckpt/a100-80gb-pcie.csv"] + [f"{figures}/{kind}.png" for kind in ANALYTIC_KINDS]
-    for name in ("one", "two"):
-        (tmp_path / name).mkdir()
-        run = snakemake_here(tmp_path / name, config, "--", *targets)
-        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-
-    def outputs(root):
-        files = sorted(p for p in (root / "results" / "analytic").rglob("*") if p.is_file())
-        files += sorted((root / "results" / "figures").rglob("*.csv"))
-        return {str(p.relative_to(root)): p.read_bytes() for p in files}
-
-    one, two = outputs(tmp_path / "one"), outputs(tmp_path / "two")
     table = "results/analytic/tiny-ckpt/a100-80gb-pcie.csv"  # the local checkpoint, by its directory name
-    assert {table, "results/figures/tiny-ckpt/a100-80gb-pcie/qkpv_medusa.csv"} <= set(one)
-    assert one.keys() == two.keys()
-    for name in one:
-        assert one[name] == two[name], f"{name} differs between two runs"
+    kinds = rule_kinds("analytic", "unfused")
+    assert {f"{CKPT_FIGURES}/{kind}.csv" for kind in kinds} == set(CKPT_PINNED) - {table}
+    run = snakemake_here(tmp_path, config, "--", table, *[f"{CKPT_FIGURES}/{kind}.png" for kind in kinds])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    written = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "results" / "analytic").rglob("*") if p.is_file())
+    written += sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "results" / "figures").rglob("*.csv"))
+    assert written == sorted(CKPT_PINNED)
+    changed = [name for name, digest in CKPT_PINNED.items() if sha256_file(tmp_path / name) != digest]
+    assert not changed, f"changed bytes: {changed}"
     # same architecture as the tiny preset, so the same table
     cfg = config["analytic"]
     expected = analytic_table("tiny-ckpt", models.model_dims("tiny"),
                               load_table(REPO / "config" / "hardware.yaml")["a100-80gb-pcie"], "float16",
                               cfg["candidates"], cfg["batch"], cfg["kv_len"])
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / table), pd.read_csv(
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / table), pd.read_csv(
         __import__("io").StringIO(expected.to_csv(index=False, float_format="%.6g"))))

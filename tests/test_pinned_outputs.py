@@ -2,7 +2,8 @@
 
 These files are the reproduction of the paper's charts; a refactoring must not change a byte of
 them. A change that is meant to change them (a new column, a renamed series) updates the pins here
-in the same commit, and says why in its message.
+(and test_faults.CKPT_PINNED, the same outputs for a local checkpoint) in the same commit, and says why in
+its message.
 """
 
 from __future__ import annotations

@@ -165,6 +165,13 @@ def finished_run(tmp_path_factory, name: str, config: dict, repo: Path = REPO) -
     return FinishedRun(workdir, copy.deepcopy(config), run, repo)
 
 
+def changed_pins(root: Path, pins: dict[str, str]) -> list[str]:
+    """The files of ``pins`` (path under ``root`` -> sha256) whose bytes are not the pinned ones."""
+    from medusa_roofline.core.io import sha256_file
+
+    return sorted(path for path, digest in pins.items() if sha256_file(root / path) != digest)
+
+
 def copy_run(run: FinishedRun, dest: Path) -> Path:
     """A private copy of a finished run's directory, modification times kept (Snakemake plans from them)."""
     shutil.copytree(run.workdir, dest, symlinks=True, dirs_exist_ok=True)

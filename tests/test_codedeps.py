@@ -87,7 +87,7 @@ def test_relative_function_level_and_package_imports_are_followed(tmp_path, monk
         "medusa_roofline", "medusa_roofline.base", "medusa_roofline.sub", "medusa_roofline.sub.leaf",
         "medusa_roofline.sub.top",
     ]
-    
+
 
 def test_code_digest_changes_with_an_imported_module(tmp_path, monkeypatch):
     pkg = tmp_path / "medusa_roofline"
@@ -104,4 +104,3 @@ def test_code_digest_changes_with_an_imported_module(tmp_path, monkeypatch):
     assert codedeps.code_digest("medusa_roofline.a") != before
     (pkg / "b.py").write_text("from .c import Z\n")  # an edited file is read again: a now reaches c
     assert "medusa_roofline.c" in codedeps.module_closure(pkg / "a.py")
-    

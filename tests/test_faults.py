@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import changed_pins
 
 from medusa_roofline.analytic.costmodel import measured_ops
 from medusa_roofline.core.errors import ConfigError, MeasurementError
-from medusa_roofline.core.io import sha256_file
 from medusa_roofline.measure import checkpoint, microbench, sweep
 from medusa_roofline.measure.sweep import run_sweep
 from medusa_roofline.measure.table import COLUMNS, validate_measured, write_measured_csv
@@ -353,7 +353,7 @@ def test_analytic_outputs_are_byte_identical_and_local_checkpoints_work(tmp_path
     written = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "results" / "analytic").rglob("*") if p.is_file())
     written += sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "results" / "figures").rglob("*.csv"))
     assert written == sorted(CKPT_PINNED)
-    changed = [name for name, digest in CKPT_PINNED.items() if sha256_file(tmp_path / name) != digest]
+    changed = changed_pins(tmp_path, CKPT_PINNED)
     assert not changed, f"changed bytes: {changed}"
     # same architecture as the tiny preset, so the same table
     cfg = config["analytic"]

@@ -8,11 +8,9 @@ its message.
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, changed_pins
 
 PINNED = {
     "results/analytic/llama-33b/a100-80gb-pcie.csv": "199896f5eab318be673165a49edf60f73b7af53434ca59d4c075b0da78b3940d",
@@ -42,7 +40,5 @@ def test_default_analytic_outputs_are_pinned(shared_run):
     assert dict(shared["plot"], formats=None) == dict(config["plot"], formats=None)
     assert dict(shared["best_tree"], models=None) == dict(config["best_tree"], models=None)
     assert shared["measure"]["acceptance_table"] == config["measure"]["acceptance_table"]  # speedup's default
-    tmp_path = shared_run.workdir
-    got = {path: hashlib.sha256((tmp_path / path).read_bytes()).hexdigest() for path in PINNED}
-    changed = sorted(path for path in PINNED if got[path] != PINNED[path])
+    changed = changed_pins(shared_run.workdir, PINNED)
     assert not changed, f"changed bytes: {changed}"
